@@ -1,0 +1,25 @@
+/* The internal thread pool that parallel kernels share. */
+#ifndef EQUIVAR_THREADS_H
+#define EQUIVAR_THREADS_H
+
+#include "equivar/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Sets the number of threads kernels use (1 = no worker threads). The
+ * default is the EQ_NUM_THREADS environment variable if set, else the number
+ * of online CPUs. Results are bitwise identical for every thread count.
+ * Returns EQ_OK, EQ_ERR_INVALID_ARGUMENT (count 0 or above 256) or
+ * EQ_ERR_OUT_OF_MEMORY. Not safe to call while another thread runs a kernel. */
+eq_status eq_set_num_threads(int count);
+
+/* Returns the number of threads kernels use. */
+int eq_get_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
