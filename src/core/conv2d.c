@@ -1,5 +1,4 @@
-/* 2-d convolution layer: forward through im2col + GEMM, backward through
- * GEMM + col2im. */
+/* 2-d convolution layer: im2col + GEMM forward, GEMM + col2im backward. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,9 +30,9 @@ typedef struct conv2d {
     const float *x;          /* (N, IC, H, W), owned by the caller */
     size_t n;
     eq_conv_geom geom;
-    size_t images_per_chunk; /* whole images per chunk; 1 when tiled */
+    size_t images_per_chunk; /* whole images per chunk, 1 when tiled */
     size_t tile;             /* output positions per image in a chunk */
-    int cols_cached;         /* cols holds the column matrix of the whole batch */
+    int cols_cached;         /* cols contains the column matrix of the whole batch */
 
     float *cols;             /* (K, chunk columns) */
     size_t cols_capacity;
@@ -91,8 +90,8 @@ static eq_status conv2d_output_shape(const eq_layer *layer, eq_shape in, eq_shap
     return EQ_OK;
 }
 
-/* Grows *buf to at least `count` floats; the old contents are dropped. */
-static eq_status reserve(float **buf, size_t *capacity, size_t count, const char *what)
+/* Grows *buf to at least `count` floats. The old contents are dropped. */
+static eq_status reserve(float **buf, size_t *capacity, size_t count, const char *buffer_name)
 {
     if (count <= *capacity)
         return EQ_OK;
@@ -102,7 +101,7 @@ static eq_status reserve(float **buf, size_t *capacity, size_t count, const char
     *capacity = *buf ? count : 0;
     if (!*buf)
         return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: cannot allocate the %s buffer of %zu floats",
-                        what, count);
+                        buffer_name, count);
     return EQ_OK;
 }
 
@@ -218,7 +217,7 @@ static eq_status conv2d_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *
         forward_chunk(conv, &ch, y->data);
     }
 
-    /* With a single chunk, cols still holds the whole batch for backward. */
+    /* With a single chunk, cols still contains the whole batch for backward. */
     conv->cols_cached = total == 1;
     return EQ_OK;
 }

@@ -1,12 +1,11 @@
-/* Direct-loop 2-d convolution, forward and backward: the reference that
- * tests hold the im2col + GEMM path of conv2d against. */
+/* Direct-loop 2-d convolution, forward and backward: the test reference for conv2d. */
 #ifndef EQ_CORE_CONV2D_REF_H
 #define EQ_CORE_CONV2D_REF_H
 
 #include <stddef.h>
 
 /* Sizes of a convolution (N, IC, H, W) -> (N, OC, OH, OW) with a KH x KW
- * kernel, stride and zero padding; OH = (H + 2 pad - KH) / stride + 1. */
+ * kernel, stride and zero padding, where OH = (H + 2 pad - KH) / stride + 1. */
 typedef struct eq_conv2d_ref_dims {
     size_t n, ic, oc;
     size_t h, w;

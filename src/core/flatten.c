@@ -1,5 +1,4 @@
-/* Flatten layer: (N, C, H, W) -> (N, C * H * W, 1, 1), the same floats in
- * the same order. */
+/* Flatten layer: (N, C, H, W) -> (N, C * H * W, 1, 1), floats in the same order. */
 #include <stdlib.h>
 #include <string.h>
 

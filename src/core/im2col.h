@@ -18,8 +18,8 @@ typedef struct eq_conv_geom {
 /* Writes columns p0..p1-1 of the column matrix of one image x (C, H, W).
  * The column matrix has C * KH * KW rows in (c, kh, kw) order, the order of
  * a flattened (OC, IC, KH, KW) weight row, and one column per output
- * position p = oh * OW + ow. Column p lands at cols[row * ld_cols + p - p0];
- * positions in the padding read as zero. Requires p0 <= p1 <= OH * OW and
+ * position p = oh * OW + ow. Column p lands at cols[row * ld_cols + p - p0],
+ * and positions in the padding read as zero. Requires p0 <= p1 <= OH * OW and
  * ld_cols >= p1 - p0. */
 void eq_im2col(const eq_conv_geom *geom, const float *x, size_t p0, size_t p1,
                float *cols, size_t ld_cols);

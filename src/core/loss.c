@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 
-/* Checks that logits is a non-empty (N, K, 1, 1) tensor; `caller` names the
+/* Checks that logits is a non-empty (N, K, 1, 1) tensor. `caller` names the
  * function in the message. */
 static eq_status check_logits(const eq_tensor *logits, const char *caller)
 {
@@ -60,7 +60,7 @@ eq_status eq_softmax_cross_entropy(const eq_tensor *logits, const int32_t *label
         return status;
 
     /* Per sample: loss = log(sum_j exp(x_j - max)) - (x_label - max). The
-     * max shift keeps every exp in (0, 1]; the sums run in double. */
+     * max shift keeps every exp in (0, 1], and the sums run in double. */
     double total = 0.0;
     for (size_t i = 0; i < n; i++) {
         const float *row = logits->data + i * k;
@@ -99,7 +99,7 @@ eq_status eq_argmax(const eq_tensor *logits, int32_t *predictions)
         const float *row = logits->data + i * k;
         size_t best = 0;
         /* Strict > keeps the first of equal maxima. A NaN never wins over a
-         * number; a row of NaN gives class 0. */
+         * number, and a row of NaN gives class 0. */
         for (size_t j = 1; j < k; j++) {
             if (row[j] > row[best] || (row[best] != row[best] && row[j] == row[j]))
                 best = j;

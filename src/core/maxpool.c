@@ -1,5 +1,4 @@
-/* Max-pooling layer over size x size windows, with the argmax cached for
- * backward. */
+/* Max-pooling layer over square windows, with the argmax cached for backward. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +13,7 @@ typedef struct maxpool {
     eq_layer base;
     size_t size, stride;
     /* (N, C, OH, OW): offset ih * W + iw of each window's maximum in its
-     * (H, W) input plane; planes are limited to UINT32_MAX positions. */
+     * (H, W) input plane. Planes are limited to UINT32_MAX positions. */
     uint32_t *argmax;
     size_t argmax_capacity;
 } maxpool;

@@ -1,5 +1,4 @@
-/* Sequential layer: children applied in order, with the intermediate
- * activations and gradients owned and reused by the sequence. */
+/* Sequential layer: children in order, with reused activation and gradient buffers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +40,7 @@ static eq_status sequential_output_shape(const eq_layer *layer, eq_shape in, eq_
     for (size_t i = 0; i < seq->count; i++) {
         eq_status status = eq_layer_output_shape(seq->slots[i].layer, shape, &shape);
         if (status != EQ_OK) {
-            /* Copied first: eq_error writes into the buffer that holds it. */
+            /* Copied first, because eq_error overwrites the buffer it is in. */
             char message[512];
             snprintf(message, sizeof message, "%s", eq_last_error());
             return eq_error(status, "sequential layer %zu: %s", i, message);
@@ -51,7 +50,7 @@ static eq_status sequential_output_shape(const eq_layer *layer, eq_shape in, eq_
     return EQ_OK;
 }
 
-/* Grows a buffer to at least `count` floats; the old contents are dropped. */
+/* Grows a buffer to at least `count` floats. The old contents are dropped. */
 static eq_status reserve(float **buf, size_t *capacity, size_t count)
 {
     if (count <= *capacity)
