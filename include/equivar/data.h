@@ -12,15 +12,27 @@
 extern "C" {
 #endif
 
-/* Decompresses a complete gzip member (RFC 1952, deflate per RFC 1951) and
- * verifies its CRC32 and length trailer. `name` is used in error messages
- * (a file name, or any label). On success *out is a malloc'ed buffer of
- * *out_size bytes that the caller frees with free().
- * Returns EQ_OK, EQ_ERR_INVALID_ARGUMENT, EQ_ERR_FORMAT (bad header, corrupt
- * or truncated stream, CRC32 or length mismatch; the message names `name`
- * and the expected and actual values) or EQ_ERR_OUT_OF_MEMORY. */
+/* Decompresses gzip data (RFC 1952, deflate per RFC 1951) and verifies the
+ * CRC32 and length trailer of each member. Like the gzip tool, it accepts
+ * several concatenated members and returns their outputs one after the
+ * other. Anything after the last member other than another member is an
+ * error, trailing zero bytes included. The header fields FEXTRA, FNAME and
+ * FCOMMENT are skipped, and FHCRC is verified.
+ * `name` (not NULL) is used in error messages: a file name, or any label.
+ * On success *out is a malloc'ed buffer of *out_size bytes that the caller
+ * frees with free(). On failure *out is NULL and *out_size is 0.
+ * Returns EQ_OK, EQ_ERR_INVALID_ARGUMENT (a NULL argument), EQ_ERR_FORMAT
+ * (empty input, bad header, corrupt or truncated stream, CRC32 or length
+ * mismatch, trailing garbage, output size overflow; the message names `name`
+ * and the expected and found values) or EQ_ERR_OUT_OF_MEMORY. */
 eq_status eq_gzip_decompress(const uint8_t *data, size_t size, const char *name,
                              uint8_t **out, size_t *out_size);
+
+/* As eq_gzip_decompress, but output longer than max_size bytes in total is
+ * EQ_ERR_FORMAT. Deflate can expand data about a thousandfold, so this bounds
+ * the memory that untrusted input can claim. */
+eq_status eq_gzip_decompress_max(const uint8_t *data, size_t size, const char *name,
+                                 size_t max_size, uint8_t **out, size_t *out_size);
 
 /* Returns the CRC-32 (ISO-HDLC, as in gzip and zlib) of data, continuing
  * from `crc` (0 to start). */
