@@ -42,7 +42,7 @@ uint32_t eq_crc32(uint32_t crc, const uint8_t *data, size_t size);
 typedef struct eq_idx {
     uint32_t magic;    /* 0x00000801 labels, 0x00000803 images */
     size_t rank;       /* number of dimensions, 1 to 4 */
-    size_t dims[4];
+    size_t dims[4];    /* dims[rank] to dims[3] are 1 */
     size_t size;       /* product of dims, bytes in data */
     uint8_t *data;
 } eq_idx;

@@ -45,10 +45,12 @@ static eq_status parse_header(const uint8_t *data, size_t size, size_t start, co
     const uint8_t *header = data + start;
     size_t left = size - start;
 
-    if (left < 2 || header[0] != 0x1f || header[1] != 0x8b) {
-        unsigned first = left > 0 ? header[0] : 0, second = left > 1 ? header[1] : 0;
+    /* The caller passes left >= 1. A short input that matches the magic
+     * bytes as far as it goes is reported as truncated. */
+    if (header[0] != 0x1f || (left >= 2 && header[1] != 0x8b)) {
+        unsigned second = left >= 2 ? header[1] : 0;
         return eq_error(EQ_ERR_FORMAT, "%s: not a gzip member at byte %zu: found 0x%02x 0x%02x, expected 0x1f 0x8b",
-                        name, start, first, second);
+                        name, start, header[0], second);
     }
     if (left < HEADER_SIZE)
         return truncated_header(name, start, "the 10 fixed bytes");

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 
@@ -29,19 +30,22 @@ static eq_status read_file(const char *path, uint8_t **out, size_t *out_size)
     if (!file)
         return io_error("open", path, errno);
 
-    /* The file size is only a first guess: one byte more lets the loop see
-     * the end of file without growing the buffer. */
+    /* The size of a regular file is only a first guess, because the file may
+     * change while it is read. One byte more lets the loop see the end of
+     * file without growing the buffer. */
+    struct stat info;
     size_t capacity = 65536;
-    if (fseek(file, 0, SEEK_END) == 0) {
-        long end = ftell(file);
-        if (end >= 0 && (unsigned long)end < SIZE_MAX)
-            capacity = (size_t)end + 1;
-        if (fseek(file, 0, SEEK_SET) != 0) {
-            eq_status status = io_error("seek in", path, errno);
-            fclose(file);
-            return status;
-        }
+    if (fstat(fileno(file), &info) != 0) {
+        eq_status status = io_error("stat", path, errno);
+        fclose(file);
+        return status;
     }
+    if (S_ISDIR(info.st_mode)) {
+        fclose(file);
+        return io_error("read", path, EISDIR);
+    }
+    if (S_ISREG(info.st_mode) && info.st_size >= 0 && (uintmax_t)info.st_size < SIZE_MAX)
+        capacity = (size_t)info.st_size + 1;
 
     uint8_t *data = malloc(capacity);
     size_t size = 0;
