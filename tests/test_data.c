@@ -149,8 +149,9 @@ static void wrap_gzip(byte_buffer *gz, const byte_buffer *deflate, const void *p
     append_le32(gz, (uint32_t)payload_size);
 }
 
-/* Compresses nothing: stores `data` in a gzip member of stored blocks, so
- * that tests can gzip files of any size. The caller frees the result. */
+/* Stores `data` uncompressed in a gzip member of stored blocks, so that
+ * tests can gzip files of any size without a compressor. The caller frees
+ * the result. */
 static uint8_t *gzip_stored(const uint8_t *data, size_t size, size_t *gz_size)
 {
     size_t blocks = size / 65535 + 1;
@@ -579,7 +580,7 @@ static void gzip_rejects_every_truncation(void **state)
     }
 }
 
-static void gzip_bit_flips_never_pass(void **state)
+static void gzip_bit_flips_detected(void **state)
 {
     (void)state;
     uint8_t gz[sizeof dynamic_gz];
@@ -773,7 +774,7 @@ static void inflate_rejects_bad_code_lengths(void **state)
     put_dynamic_header(&w, three_twos, 4);
     expect_corrupt(&w, "invalid code length code lengths: incomplete");
 
-    /* Symbols 0 (code 0) and 16 (code 1); a repeat as the first length has
+    /* Symbols 0 (code 0) and 16 (code 1). A repeat as the first length has
      * nothing to repeat. */
     const unsigned zero_and_16[4] = { 1, 0, 0, 1 };
     w = (bit_writer){ 0 };
@@ -1060,7 +1061,7 @@ static void mnist_train_split(void **state)
     size_t histogram[10] = { 0 };
     for (size_t i = 0; i < mnist->count; i++)
         histogram[mnist->labels[i]]++;
-    /* The training set has 5421 fives, its rarest digit, and 6742 ones. */
+    /* The training set has 5421 fives, its rarest digit, and 6742 ones, its most common. */
     assert_int_equal(histogram[5], 5421);
     assert_int_equal(histogram[1], 6742);
     eq_mnist_destroy(mnist);
@@ -1237,7 +1238,7 @@ int main(void)
         cmocka_unit_test(gzip_rejects_bad_crc),
         cmocka_unit_test(gzip_rejects_bad_length),
         cmocka_unit_test(gzip_rejects_every_truncation),
-        cmocka_unit_test(gzip_bit_flips_never_pass),
+        cmocka_unit_test(gzip_bit_flips_detected),
         cmocka_unit_test(gzip_output_limit),
         cmocka_unit_test(gzip_rejects_null_arguments),
         cmocka_unit_test(inflate_rejects_block_type_3),

@@ -35,10 +35,11 @@ static inline unsigned eq_huffman_value(uint32_t entry) { return entry >> 16; }
 
 #define EQ_HUFFMAN_MAX_BITS 15
 
-/* Primary index widths and table sizes. A subtable is 2^(longest code -
- * primary bits) entries and there is at most one per symbol, which bounds
- * the sizes: 288 literal/length symbols, 32 distance symbols, and 19 code
- * length symbols of at most 7 bits, which never need a subtable. */
+/* Primary index widths and table sizes. A subtable has 2^(longest code -
+ * primary bits) entries, and there is at most one subtable per symbol. That
+ * bounds the sizes for 288 literal/length symbols and 32 distance symbols.
+ * The 19 code length symbols have codes of at most 7 bits and never need a
+ * subtable. */
 #define EQ_LITLEN_PRIMARY_BITS 10
 #define EQ_LITLEN_TABLE_SIZE ((1u << 10) + 288u * (1u << (15 - 10)))
 #define EQ_DIST_PRIMARY_BITS 8

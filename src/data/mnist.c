@@ -12,7 +12,7 @@
 #define MNIST_LABELS_MAGIC 0x00000801u
 #define MNIST_CLASSES 10
 
-static eq_status read_with_magic(const char *path, uint32_t magic, const char *what, eq_idx **out)
+static eq_status read_with_magic(const char *path, uint32_t magic, const char *description, eq_idx **out)
 {
     eq_status status = eq_idx_read(path, out);
     if (status != EQ_OK)
@@ -22,7 +22,7 @@ static eq_status read_with_magic(const char *path, uint32_t magic, const char *w
         eq_idx_destroy(*out);
         *out = NULL;
         return eq_error(EQ_ERR_FORMAT, "%s: IDX magic number 0x%08x, expected 0x%08x (%s)",
-                        path, found, magic, what);
+                        path, found, magic, description);
     }
     return EQ_OK;
 }
