@@ -145,36 +145,34 @@ static float *copy_floats(const float *data, size_t count)
     return copy;
 }
 
-/* Runs f forward and backward (dy drawn from `seed`) on the chosen path,
- * from zeroed gradients, and copies the output and all gradients. */
-static run_result run_path(eq_layer *f, int fused, const eq_tensor *x, uint64_t seed)
+/* Runs a layer forward and backward (dy drawn from `seed`) from zeroed
+ * gradients, and copies the output and all gradients. */
+static run_result run_layer(eq_layer *layer, const eq_tensor *x, uint64_t seed)
 {
     run_result r;
-    eq_tensor *y = output_for(f, x->shape), *dx = NULL;
+    eq_tensor *y = output_for(layer, x->shape), *dx = NULL;
     eq_tensor *dy = random_tensor(y->shape, seed);
 
     assert_int_equal(eq_tensor_create(x->shape, &dx), EQ_OK);
     /* backward overwrites dx, so stale values must not leak into it. */
     for (size_t i = 0; i < eq_shape_numel(x->shape); i++)
         dx->data[i] = NAN;
-    assert_int_equal(eq_equivarify_set_fused(f, fused), EQ_OK);
-    eq_layer_zero_grad(f);
-    assert_int_equal(eq_layer_forward(f, x, y), EQ_OK);
-    assert_int_equal(eq_equivarify_used_fused(f), fused);
-    assert_int_equal(eq_layer_backward(f, dy, dx), EQ_OK);
+    eq_layer_zero_grad(layer);
+    assert_int_equal(eq_layer_forward(layer, x, y), EQ_OK);
+    assert_int_equal(eq_layer_backward(layer, dy, dx), EQ_OK);
 
     r.y_count = eq_shape_numel(y->shape);
     r.x_count = eq_shape_numel(x->shape);
     r.y = copy_floats(y->data, r.y_count);
     r.dx = copy_floats(dx->data, r.x_count);
-    r.param_count = eq_layer_param_count(f);
+    r.param_count = eq_layer_param_count(layer);
     r.grads = calloc(r.param_count, sizeof *r.grads);
     r.grad_counts = calloc(r.param_count, sizeof *r.grad_counts);
     assert_non_null(r.grads);
     assert_non_null(r.grad_counts);
     for (size_t p = 0; p < r.param_count; p++) {
         eq_param param;
-        assert_int_equal(eq_layer_param(f, p, &param), EQ_OK);
+        assert_int_equal(eq_layer_param(layer, p, &param), EQ_OK);
         r.grads[p] = copy_floats(param.grad, param.count);
         r.grad_counts[p] = param.count;
     }
@@ -182,6 +180,15 @@ static run_result run_path(eq_layer *f, int fused, const eq_tensor *x, uint64_t 
     eq_tensor_destroy(y);
     eq_tensor_destroy(dx);
     eq_tensor_destroy(dy);
+    return r;
+}
+
+/* run_layer on the chosen path of an equivarify layer f. */
+static run_result run_path(eq_layer *f, int fused, const eq_tensor *x, uint64_t seed)
+{
+    assert_int_equal(eq_equivarify_set_fused(f, fused), EQ_OK);
+    run_result r = run_layer(f, x, seed);
+    assert_int_equal(eq_equivarify_used_fused(f), fused);
     return r;
 }
 
