@@ -18,15 +18,15 @@
 #include "equivarify/fused.h"
 #include "testutil.h"
 
-/* The fused and the generic path add the same products in other groupings:
- * the fused one sums n partial products of K / n terms each, the generic
- * one K terms in one run (K up to 2880 here), and weight gradients split
- * their reduction per branch. In float32 that moves a sum by a few ulps of
- * its partial sums. That is about sqrt(K) * 2^-24 = 3e-6 relative, hence
- * RTOL. An output that cancels to near zero keeps the absolute rounding of
- * its summands, so ATOL is relative to the largest value of the tensor.
- * With the triple-loop GEMM the largest difference seen here is 1.7e-6 of
- * the largest value, for the 320-channel layer. */
+/* The fused and the generic path add the same products in other groupings.
+ * The fused one sums n partial products of K / n terms each, while the
+ * generic one sums K terms in one run (K up to 2880 here). Weight gradients
+ * also split their reduction per branch. In float32 that moves a sum by a
+ * few ulps of its partial sums, which is about sqrt(K) * 2^-24 = 3e-6
+ * relative, hence RTOL. An output that cancels to near zero keeps the
+ * absolute rounding of its summands, so ATOL is relative to the largest
+ * value of the tensor. With the triple-loop GEMM the largest difference
+ * seen here is 1.7e-6 of the largest value, for the 320-channel layer. */
 #define RTOL 1e-5
 #define ATOL_SCALE 1e-5
 
