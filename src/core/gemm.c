@@ -3,6 +3,8 @@
  * independent of all of these is documented in gemm_kernel.h. */
 #include "core/gemm.h"
 
+#include <pthread.h>
+
 #include "core/error.h"
 #include "core/gemm_kernel.h"
 #include "core/gemm_pack.h"
@@ -55,15 +57,34 @@ typedef struct gemm_call {
     size_t m_blocks, n_blocks; /* task grid: m_blocks x n_blocks tasks */
 } gemm_call;
 
-/* Packing buffers of this thread: EQ_GEMM_SCRATCH_FLOATS floats (1.2 MiB),
- * allocated on the thread's first GEMM and kept for its lifetime. */
-static _Thread_local float *thread_scratch;
+/* Packing buffers of each thread: EQ_GEMM_SCRATCH_FLOATS floats (1.2 MiB),
+ * allocated on the thread's first GEMM and freed when the thread exits
+ * (pool workers exit when eq_set_num_threads resizes the pool). */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
 
+static void create_scratch_key(void)
+{
+    scratch_key_ok = pthread_key_create(&scratch_key, eq_free) == 0;
+}
+
+/* Returns this thread's packing buffers, or NULL if they cannot be had. */
 static float *get_scratch(void)
 {
-    if (!thread_scratch)
-        thread_scratch = eq_alloc_floats(EQ_GEMM_SCRATCH_FLOATS);
-    return thread_scratch;
+    pthread_once(&scratch_once, create_scratch_key);
+    if (!scratch_key_ok)
+        return NULL;
+
+    float *scratch = pthread_getspecific(scratch_key);
+    if (scratch)
+        return scratch;
+    scratch = eq_alloc_floats(EQ_GEMM_SCRATCH_FLOATS);
+    if (scratch && pthread_setspecific(scratch_key, scratch) != 0) {
+        eq_free(scratch);
+        scratch = NULL;
+    }
+    return scratch;
 }
 
 static size_t min_size(size_t a, size_t b)
