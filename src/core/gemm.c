@@ -22,14 +22,14 @@
 
 /* Below this many multiply-adds a call runs on the calling thread alone:
  * waking a worker takes microseconds. */
-#define EQ_GEMM_PARALLEL_MIN_MACS (64.0 * 1024.0)
+#define EQ_GEMM_PARALLEL_MIN_MACS (256.0 * 1024.0)
 
-/* op(B) is read in place, without packing, when a task has at most this
- * many rows of C (so each B element is used by few micro-kernel calls) or
- * its op(B) K block is at most DIRECT_B_BYTES (so it stays in L2 between the
- * calls). Measured on an AVX-512 Xeon with gemm_bench: in place is up to
- * 2x faster for 8-48 rows, packing 10-25% faster for 64-160 rows of 784
- * columns with K >= 720. */
+/* op(B) is read in place, without packing, when a task has at most
+ * DIRECT_B_ROWS rows of C or its op(B) K block is at most DIRECT_B_BYTES.
+ * Few rows use each B element only a few times, which does not repay a
+ * copy, and a small block stays in L2 between the micro-kernel calls. On a
+ * 2-core AVX-512 Xeon, reading in place was up to 2x faster for 8-48 rows
+ * and packing 10-25% faster for 64-160 rows of 784 columns with K >= 720. */
 #define EQ_GEMM_DIRECT_B_ROWS 48
 #define EQ_GEMM_DIRECT_B_BYTES (256u * 1024u)
 
@@ -130,7 +130,8 @@ static void run_block(const gemm_call *call, size_t t0, size_t t1, size_t u0, si
 
     /* Column tiles [u0, packed_u0) read an untransposed B in place; the
      * rest are packed. A partial last tile is always packed, because the
-     * micro-kernel reads whole tiles and the padding must be zeros. */
+     * micro-kernel reads whole tile rows, which in place would run past the
+     * last column of B (and past the end of B on its last row). */
     size_t packed_u0 = u0;
     if (!call->trans_b) {
         size_t block_bytes = call->kc * (j_end - u0 * nr) * sizeof(float);
@@ -214,10 +215,10 @@ static const eq_gemm_tile *choose_tile(const eq_gemm_kernel *kernel, size_t m, s
     return best;
 }
 
-/* Chooses the task grid: blocks of at most MC_MAX rows and NC_MAX columns,
- * then, with several threads, more column blocks (or, when the columns run
- * out, row blocks) until the task count is a multiple of the thread count,
- * so that equal tasks keep every thread busy to the end. */
+/* Chooses the task grid: blocks of at most MC_MAX rows and NC_MAX columns.
+ * With several threads it then adds column blocks (row blocks once the
+ * columns run out) until the task count is a multiple of the thread count,
+ * so that tasks of equal size keep every thread busy to the end. */
 static void plan_tasks(gemm_call *call, size_t threads)
 {
     size_t mr = call->tile->mr, nr = call->tile->nr;

@@ -12,7 +12,11 @@
 EQ_INLINE EQ_AVX2 __m256i column_mask(size_t cols, size_t v)
 {
     size_t start = v * 8;
-    int valid = cols <= start ? 0 : cols - start >= 8 ? 8 : (int)(cols - start);
+    int valid = 0;
+    if (cols >= start + 8)
+        valid = 8;
+    else if (cols > start)
+        valid = (int)(cols - start);
     __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lanes);
@@ -73,8 +77,8 @@ EQ_INLINE EQ_AVX2 void micro_tile(size_t mr, size_t nv, size_t kc, const float *
             if (first && beta == 0.0f) {
                 out = scaled;
             } else if (first) {
-                __m256 kept = _mm256_mul_ps(beta_v, _mm256_maskload_ps(row + v * 8, mask));
-                out = _mm256_add_ps(scaled, kept);
+                __m256 beta_c = _mm256_mul_ps(beta_v, _mm256_maskload_ps(row + v * 8, mask));
+                out = _mm256_add_ps(scaled, beta_c);
             } else {
                 out = _mm256_add_ps(_mm256_maskload_ps(row + v * 8, mask), scaled);
             }

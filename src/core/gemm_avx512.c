@@ -74,8 +74,8 @@ EQ_INLINE EQ_AVX512 void micro_tile(size_t mr, size_t nv, size_t kc, const float
             if (first && beta == 0.0f) {
                 out = scaled;
             } else if (first) {
-                __m512 kept = _mm512_mul_ps(beta_v, _mm512_maskz_loadu_ps(mask, row + v * 16));
-                out = _mm512_add_ps(scaled, kept);
+                __m512 beta_c = _mm512_mul_ps(beta_v, _mm512_maskz_loadu_ps(mask, row + v * 16));
+                out = _mm512_add_ps(scaled, beta_c);
             } else {
                 out = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, row + v * 16), scaled);
             }

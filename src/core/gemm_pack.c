@@ -55,7 +55,7 @@ void eq_gemm_pack_a(int trans_a, const float *a, size_t lda, size_t i0, size_t r
                     size_t kc, size_t mr, float *out)
 {
     if (trans_a) {
-        /* A is K x M: row k0 + p of A holds the panel's rows contiguously. */
+        /* A is K x M: row k0 + p of A contains the panel's rows contiguously. */
         for (size_t p = 0; p < kc; p++)
             memcpy(out + p * mr, a + (k0 + p) * lda + i0, rows * sizeof *out);
     } else {

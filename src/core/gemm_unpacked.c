@@ -33,8 +33,8 @@ static float element(int fused, int trans_a, int trans_b, size_t i, size_t j, si
         } else if (beta == 0.0f) {
             out = scaled;
         } else {
-            float kept = beta * out;
-            out = scaled + kept;
+            float beta_c = beta * out;
+            out = scaled + beta_c;
         }
     }
     return out;

@@ -1,8 +1,8 @@
 /* The internal parallel loop over the shared thread pool (threads.c).
  *
  * Kernels split independent outputs into `count` items and call
- * eq_parallel_for; the results must not depend on which thread runs which
- * item, so every public result stays bitwise identical for any thread count. */
+ * eq_parallel_for. No result may depend on which thread runs which item,
+ * so that every public result stays bitwise identical for any thread count. */
 #ifndef EQ_CORE_PARALLEL_H
 #define EQ_CORE_PARALLEL_H
 

@@ -1,5 +1,5 @@
-/* The thread pool: persistent POSIX workers that eq_parallel_for shares out
- * work to, and the public eq_set_num_threads / eq_get_num_threads. */
+/* The thread pool: persistent POSIX workers that run eq_parallel_for loops,
+ * and the public eq_set_num_threads / eq_get_num_threads. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "core/parallel.h"
@@ -44,7 +44,7 @@ static struct {
     pthread_t *workers;
     size_t worker_count; /* running workers, thread_count - 1 when started */
     int thread_count;    /* requested threads, the caller included */
-    int started;         /* workers for thread_count were (tried to be) created */
+    int started;         /* creation of the workers for thread_count was attempted */
     int sleeping;        /* workers blocked on `wake` */
     int caller_waiting;  /* the caller is blocked on `done` */
     int shutdown;
@@ -101,7 +101,7 @@ static int online_cpus(void)
     return cpus > EQ_MAX_THREADS ? EQ_MAX_THREADS : (int)cpus;
 }
 
-/* The child of a fork has only the forking thread: forget the workers. */
+/* Resets the pool in the child of a fork, which has only the forking thread. */
 static void reset_after_fork(void)
 {
     pthread_mutex_init(&pool.mutex, NULL);
@@ -237,15 +237,15 @@ static void stop_workers(void)
  * the workers that did start are kept, so the pool still works. */
 static eq_status start_workers(void)
 {
-    size_t wanted = (size_t)pool.thread_count - 1;
+    size_t needed = (size_t)pool.thread_count - 1;
 
     pool.started = 1;
-    if (wanted == 0)
+    if (needed == 0)
         return EQ_OK;
 
-    pool.workers = calloc(wanted, sizeof *pool.workers);
+    pool.workers = calloc(needed, sizeof *pool.workers);
     if (!pool.workers)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "cannot allocate %zu thread handles", wanted);
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "cannot allocate %zu thread handles", needed);
 
     /* Workers block every signal so that handlers run on the program's own
      * threads. */
@@ -254,7 +254,7 @@ static eq_status start_workers(void)
     pthread_sigmask(SIG_SETMASK, &all, &old);
 
     int rc = 0;
-    while (pool.worker_count < wanted) {
+    while (pool.worker_count < needed) {
         rc = pthread_create(&pool.workers[pool.worker_count], NULL, worker_main, NULL);
         if (rc != 0)
             break;
@@ -264,7 +264,7 @@ static eq_status start_workers(void)
 
     if (rc != 0)
         return eq_error(EQ_ERR_OUT_OF_MEMORY, "pthread_create failed after %zu of %zu workers: %s",
-                        pool.worker_count, wanted, strerror(rc));
+                        pool.worker_count, needed, strerror(rc));
     return EQ_OK;
 }
 
@@ -329,8 +329,8 @@ void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx)
     if (!pool.started)
         start_workers(); /* on failure, fewer or no workers join */
 
-    size_t useful = (count - 1) / grain; /* helpers beyond the caller */
-    size_t helpers = useful < pool.worker_count ? useful : pool.worker_count;
+    size_t worth_waking = (count - 1) / grain; /* helpers beyond the caller */
+    size_t helpers = worth_waking < pool.worker_count ? worth_waking : pool.worker_count;
     if (helpers == 0) {
         atomic_flag_clear_explicit(&pool.busy, memory_order_release);
         fn(ctx, 0, count);
