@@ -241,6 +241,50 @@ static void parallel_for_many_back_to_back(void **state)
     }
 }
 
+static void resize_from_inside(void *ctx, size_t begin, size_t end)
+{
+    atomic_int *errors = ctx;
+
+    for (size_t i = begin; i < end; i++)
+        if (eq_set_num_threads(1) == EQ_ERR_STATE && strstr(eq_last_error(), "inside a parallel"))
+            atomic_fetch_add(errors, 1);
+}
+
+static void set_num_threads_rejected_inside_loop(void **state)
+{
+    (void)state;
+    atomic_int errors;
+
+    atomic_init(&errors, 0);
+    assert_int_equal(eq_set_num_threads(2), EQ_OK);
+    eq_parallel_for(10, 1, resize_from_inside, &errors);
+
+    assert_int_equal(atomic_load(&errors), 10);
+    assert_int_equal(eq_get_num_threads(), 2);
+}
+
+static void set_num_threads_during_loops(void **state)
+{
+    (void)state;
+    concurrent_ctx ctx = { .rounds = 300 };
+    pthread_t caller;
+
+    ctx.cov.count = 2000;
+    ctx.cov.visits = calloc(ctx.cov.count, sizeof(atomic_int));
+    assert_non_null(ctx.cov.visits);
+    atomic_init(&ctx.cov.bad_ranges, 0);
+
+    assert_int_equal(pthread_create(&caller, NULL, run_rounds, &ctx), 0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(eq_set_num_threads(1 + i % 3), EQ_OK);
+    assert_int_equal(pthread_join(caller, NULL), 0);
+
+    assert_int_equal(atomic_load(&ctx.cov.bad_ranges), 0);
+    for (size_t j = 0; j < ctx.cov.count; j++)
+        assert_int_equal(atomic_load(&ctx.cov.visits[j]), ctx.rounds);
+    free(ctx.cov.visits);
+}
+
 static void set_num_threads_rejects_bad_counts(void **state)
 {
     (void)state;
@@ -326,6 +370,8 @@ int main(void)
         cmocka_unit_test(parallel_for_nested_runs_inline),
         cmocka_unit_test(parallel_for_concurrent_callers),
         cmocka_unit_test(parallel_for_many_back_to_back),
+        cmocka_unit_test(set_num_threads_rejected_inside_loop),
+        cmocka_unit_test(set_num_threads_during_loops),
         cmocka_unit_test(set_num_threads_rejects_bad_counts),
         cmocka_unit_test(set_num_threads_accepts_limits),
         cmocka_unit_test(parse_num_threads_valid),

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -42,11 +43,11 @@ static struct {
     pthread_cond_t done; /* caller: the last worker left the job */
 
     pthread_t *workers;
-    size_t worker_count; /* running workers, thread_count - 1 when started */
-    int thread_count;    /* requested threads, the caller included */
-    int started;         /* creation of the workers for thread_count was attempted */
-    int sleeping;        /* workers blocked on `wake` */
-    int caller_waiting;  /* the caller is blocked on `done` */
+    size_t worker_count;     /* running workers, thread_count - 1 when started */
+    atomic_int thread_count; /* requested threads, the caller included */
+    int started;             /* creation of the workers for thread_count was attempted */
+    int sleeping;            /* workers blocked on `wake` */
+    int caller_waiting;      /* the caller is blocked on `done` */
     int shutdown;
 
     eq_job *job;             /* the published job or NULL, guarded by mutex */
@@ -126,7 +127,7 @@ static void init_pool(void)
      * must not abort its host program over an environment variable. */
     if (!eq_parse_num_threads(getenv("EQ_NUM_THREADS"), &count))
         count = online_cpus();
-    pool.thread_count = count;
+    atomic_store(&pool.thread_count, count);
     pthread_atfork(NULL, NULL, reset_after_fork);
 }
 
@@ -237,7 +238,7 @@ static void stop_workers(void)
  * the workers that did start are kept, so the pool still works. */
 static eq_status start_workers(void)
 {
-    size_t needed = (size_t)pool.thread_count - 1;
+    size_t needed = (size_t)atomic_load(&pool.thread_count) - 1;
 
     pool.started = 1;
     if (needed == 0)
@@ -274,20 +275,33 @@ eq_status eq_set_num_threads(int count)
         return eq_error(EQ_ERR_INVALID_ARGUMENT, "invalid thread count %d: expected 1 to %d", count,
                         EQ_MAX_THREADS);
 
-    pthread_once(&pool_once, init_pool);
-    if (pool.started && pool.thread_count == count)
-        return EQ_OK;
+    if (inside_pool)
+        return eq_error(EQ_ERR_STATE,
+                        "eq_set_num_threads(%d) called from inside a parallel "
+                        "kernel: call it between kernels",
+                        count);
 
-    if (pool.started)
-        stop_workers();
-    pool.thread_count = count;
-    return start_workers();
+    /* Holding `busy` keeps loops on other threads off the workers (they run
+     * inline meanwhile) while the pool is rebuilt. */
+    pthread_once(&pool_once, init_pool);
+    while (atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire))
+        sched_yield();
+
+    eq_status status = EQ_OK;
+    if (!pool.started || atomic_load(&pool.thread_count) != count) {
+        if (pool.started)
+            stop_workers();
+        atomic_store(&pool.thread_count, count);
+        status = start_workers();
+    }
+    atomic_flag_clear_explicit(&pool.busy, memory_order_release);
+    return status;
 }
 
 int eq_get_num_threads(void)
 {
     pthread_once(&pool_once, init_pool);
-    return pool.thread_count;
+    return atomic_load(&pool.thread_count);
 }
 
 /* Waits until no worker is inside `job`; the caller has finished its own
@@ -319,8 +333,7 @@ void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx)
         grain = 1;
 
     pthread_once(&pool_once, init_pool);
-    int threads = pool.thread_count;
-    if (inside_pool || threads == 1 || count <= grain ||
+    if (inside_pool || count <= grain || atomic_load(&pool.thread_count) == 1 ||
         atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire)) {
         fn(ctx, 0, count);
         return;
