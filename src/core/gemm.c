@@ -12,8 +12,8 @@
 #include "equivar/threads.h"
 
 /* Rows of op(A) per task: their packed K block (MC_MAX x KC_MAX floats,
- * 192 KiB) stays in L2 while the micro-kernels sweep it. */
-#define EQ_GEMM_MC_MAX 192
+ * 256 KiB) stays in L2 while the micro-kernels sweep it. */
+#define EQ_GEMM_MC_MAX 256
 
 /* Columns of C per task: their packed op(B) K block (KC_MAX x NC_MAX
  * floats, 1 MiB) is meant to stay in L2 (or L3) while every row tile of the
@@ -57,7 +57,7 @@ typedef struct gemm_call {
     size_t m_blocks, n_blocks; /* task grid: m_blocks x n_blocks tasks */
 } gemm_call;
 
-/* Packing buffers of each thread: EQ_GEMM_SCRATCH_FLOATS floats (1.2 MiB),
+/* Packing buffers of each thread: EQ_GEMM_SCRATCH_FLOATS floats (1.25 MiB),
  * allocated on the thread's first GEMM and freed when the thread exits
  * (pool workers exit when eq_set_num_threads resizes the pool). */
 static pthread_key_t scratch_key;

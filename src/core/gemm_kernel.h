@@ -24,9 +24,8 @@
 /* Upper bound on the K block length; see eq_gemm_k_block. */
 #define EQ_GEMM_KC_MAX 256
 
-/* Largest MR and NR of any micro-kernel, for the packing buffers. */
+/* Largest MR of any micro-kernel, for the kernels' accumulator arrays. */
 #define EQ_GEMM_MR_MAX 16
-#define EQ_GEMM_NR_MAX 64
 
 /* Computes one MR x NR tile over one K block.
  *   a: packed op(A) panel, kc x MR, a[k * MR + r], rows past the matrix zero
