@@ -845,6 +845,65 @@ static void sequential_from_rejects_bad_input(void **state)
     eq_layer_destroy(seq);
 }
 
+/* --- Threads ------------------------------------------------------------------ */
+
+/* Asserts that a run with `threads` threads reproduced the reference run
+ * bit for bit. */
+static void assert_runs_bitwise_equal(const run_result *run, const run_result *reference, int threads,
+                                      const char *label)
+{
+    if (memcmp(run->y, reference->y, reference->y_count * sizeof(float)) != 0)
+        fail_msg("%s: output with %d threads differs from 1 thread", label, threads);
+    if (memcmp(run->dx, reference->dx, reference->x_count * sizeof(float)) != 0)
+        fail_msg("%s: input gradient with %d threads differs from 1 thread", label, threads);
+    for (size_t p = 0; p < reference->param_count; p++) {
+        if (memcmp(run->grads[p], reference->grads[p], reference->grad_counts[p] * sizeof(float)) != 0)
+            fail_msg("%s: gradient of parameter %zu with %d threads differs from 1 thread", label, p, threads);
+    }
+}
+
+/* The fused path only adds GEMM calls, whose results do not depend on the
+ * thread count, so outputs and gradients are bitwise equal for any count.
+ * The 320-channel layer's GEMMs are large enough to run on several
+ * threads. */
+static void fused_results_independent_of_threads(void **state)
+{
+    (void)state;
+    eq_group *d4;
+    int saved = eq_get_num_threads();
+
+    assert_int_equal(eq_group_d4(&d4), EQ_OK);
+    eq_layer *net = three_layer_network(d4, 180);
+    eq_layer *wide = regular(conv(4 * 80, 4, 1), d4, 181);
+    eq_tensor *x = random_tensor(eq_shape_make(3, 1, 9, 9), 182);
+    eq_tensor *wide_x = random_tensor(eq_shape_make(1, 4 * 80, 28, 28), 183);
+    run_result net_reference, wide_reference;
+
+    for (int threads = 1; threads <= 3; threads++) {
+        assert_int_equal(eq_set_num_threads(threads), EQ_OK);
+        run_result net_run = run_layer(net, x, 184);
+        run_result wide_run = run_path(wide, 1, wide_x, 185);
+        if (threads == 1) {
+            net_reference = net_run;
+            wide_reference = wide_run;
+            continue;
+        }
+        assert_runs_bitwise_equal(&net_run, &net_reference, threads, "three-layer network");
+        assert_runs_bitwise_equal(&wide_run, &wide_reference, threads, "conv 320->4");
+        run_result_free(&net_run);
+        run_result_free(&wide_run);
+    }
+
+    assert_int_equal(eq_set_num_threads(saved), EQ_OK);
+    run_result_free(&net_reference);
+    run_result_free(&wide_reference);
+    eq_tensor_destroy(x);
+    eq_tensor_destroy(wide_x);
+    eq_layer_destroy(net);
+    eq_layer_destroy(wide);
+    eq_group_destroy(d4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -861,6 +920,7 @@ int main(void)
         cmocka_unit_test(core_blocks_match_copies),
         cmocka_unit_test(core_blocks_reject_bad_input),
         cmocka_unit_test(sequential_from_rejects_bad_input),
+        cmocka_unit_test(fused_results_independent_of_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
