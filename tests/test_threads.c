@@ -152,6 +152,81 @@ static void parallel_for_uses_workers(void **state)
     assert_int_equal(record.seen_count, 2);
 }
 
+/* Per-slot bookkeeping of a slot loop: which slots ran, whether two
+ * threads ever held one slot at once, and the visits per item. */
+typedef struct slot_check {
+    coverage cov;
+    size_t slots;
+    atomic_int busy[8];     /* 1 while a call runs in that slot */
+    atomic_int used[8];     /* calls per slot */
+    atomic_int out_of_range; /* calls with slot >= slots */
+    atomic_int shared;      /* calls that found their slot busy */
+} slot_check;
+
+static void sleep_in_slot(void *ctx, size_t slot, size_t begin, size_t end)
+{
+    slot_check *check = ctx;
+    struct timespec pause = { 0, 200000 }; /* 0.2 ms per item */
+
+    if (slot >= check->slots || slot >= 8) {
+        atomic_fetch_add(&check->out_of_range, 1);
+        return;
+    }
+    if (atomic_exchange(&check->busy[slot], 1) != 0)
+        atomic_fetch_add(&check->shared, 1);
+    atomic_fetch_add(&check->used[slot], 1);
+    for (size_t i = begin; i < end; i++)
+        nanosleep(&pause, NULL);
+    count_visits(&check->cov, begin, end);
+    atomic_store(&check->busy[slot], 0);
+}
+
+/* Runs a slot loop of `count` sleeping items on a pool of `threads` threads
+ * with `slots` slots and checks coverage and slot exclusivity. Returns the
+ * number of distinct slots that ran. */
+static int run_slot_loop(int threads, size_t slots, size_t count)
+{
+    slot_check check = { .cov = { .count = count }, .slots = slots == 0 ? 1 : slots };
+    int distinct = 0;
+
+    check.cov.visits = calloc(count, sizeof *check.cov.visits);
+    assert_non_null(check.cov.visits);
+    atomic_init(&check.cov.bad_ranges, 0);
+    for (int i = 0; i < 8; i++) {
+        atomic_init(&check.busy[i], 0);
+        atomic_init(&check.used[i], 0);
+    }
+    atomic_init(&check.out_of_range, 0);
+    atomic_init(&check.shared, 0);
+
+    assert_int_equal(eq_set_num_threads(threads), EQ_OK);
+    eq_parallel_for_slots(count, 1, slots, sleep_in_slot, &check);
+
+    assert_int_equal(atomic_load(&check.out_of_range), 0);
+    assert_int_equal(atomic_load(&check.shared), 0);
+    assert_int_equal(atomic_load(&check.cov.bad_ranges), 0);
+    for (size_t i = 0; i < count; i++)
+        assert_int_equal(atomic_load(&check.cov.visits[i]), 1);
+    for (int i = 0; i < 8; i++)
+        distinct += atomic_load(&check.used[i]) > 0;
+    free(check.cov.visits);
+    return distinct;
+}
+
+static void parallel_for_slots_exclusive(void **state)
+{
+    (void)state;
+
+    /* Slot 0 is the caller's, so one slot means one thread. */
+    assert_int_equal(run_slot_loop(4, 1, 40), 1);
+    assert_int_equal(run_slot_loop(1, 3, 40), 1);
+
+    /* Sleeping items give every allowed thread time to join. */
+    assert_int_equal(run_slot_loop(4, 2, 64), 2);
+    assert_int_equal(run_slot_loop(3, 8, 64), 3);
+    assert_int_equal(run_slot_loop(2, 0, 16), 1);
+}
+
 /* Outer items each run an inner parallel loop over their own row. */
 typedef struct nested_ctx {
     coverage rows[16];
@@ -386,6 +461,7 @@ int main(void)
         cmocka_unit_test(parallel_for_covers_each_item_once),
         cmocka_unit_test(parallel_for_small_count_runs_inline),
         cmocka_unit_test(parallel_for_uses_workers),
+        cmocka_unit_test(parallel_for_slots_exclusive),
         cmocka_unit_test(parallel_for_nested_runs_inline),
         cmocka_unit_test(parallel_for_concurrent_callers),
         cmocka_unit_test(parallel_for_many_back_to_back),

@@ -30,6 +30,19 @@ typedef void (*eq_parallel_fn)(void *ctx, size_t begin, size_t end);
  * kernel that can fail records its error in ctx. */
 void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx);
 
+/* Like eq_parallel_fn, plus the slot of the calling thread. */
+typedef void (*eq_parallel_slot_fn)(void *ctx, size_t slot, size_t begin, size_t end);
+
+/* Runs fn over [0, count) like eq_parallel_for, on at most `slots` threads
+ * (0 is read as 1). Every call gets a slot in [0, slots) that no other
+ * thread uses during this loop, so fn can index per-thread scratch memory
+ * by it: the calling thread has slot 0, each worker that joins the next
+ * free one. A loop that runs inline (see eq_parallel_for) runs in slot 0
+ * alone, so two loops that can run at the same time must not share slot
+ * memory. Which items run in which slot varies from run to run, so no
+ * result may depend on the slot. */
+void eq_parallel_for_slots(size_t count, size_t grain, size_t slots, eq_parallel_slot_fn fn, void *ctx);
+
 /* Parses an EQ_NUM_THREADS value: a decimal integer in 1..EQ_MAX_THREADS,
  * optionally surrounded by spaces or tabs. Returns 1 and stores the count,
  * or returns 0 and leaves *count unchanged for anything else ("", "0", "-2",

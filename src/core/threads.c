@@ -27,7 +27,8 @@
 /* One parallel loop. It lives on the caller's stack, so the caller returns
  * only after every worker that took a reference has dropped it. */
 typedef struct eq_job {
-    eq_parallel_fn fn;
+    eq_parallel_fn fn;           /* NULL when slot_fn is set */
+    eq_parallel_slot_fn slot_fn;
     void *ctx;
     size_t count;
     size_t chunk;
@@ -168,14 +169,17 @@ static int spin_for_generation(unsigned long seen)
     }
 }
 
-static void run_chunks(eq_job *job)
+static void run_chunks(eq_job *job, size_t slot)
 {
     for (;;) {
         size_t begin = atomic_fetch_add_explicit(&job->next, job->chunk, memory_order_relaxed);
         if (begin >= job->count)
             return;
         size_t end = job->count - begin < job->chunk ? job->count : begin + job->chunk;
-        job->fn(job->ctx, begin, end);
+        if (job->slot_fn)
+            job->slot_fn(job->ctx, slot, begin, end);
+        else
+            job->fn(job->ctx, begin, end);
     }
 }
 
@@ -203,8 +207,9 @@ static void *worker_main(void *arg)
         /* A job that finished before this worker woke is gone (NULL); a job
          * that has enough helpers does not need this one. */
         eq_job *job = pool.job;
+        size_t slot = 0;
         if (job && job->helpers < job->max_helpers) {
-            job->helpers++;
+            slot = ++job->helpers; /* the caller runs in slot 0 */
             atomic_fetch_add(&job->refs, 1);
         } else {
             job = NULL;
@@ -213,7 +218,7 @@ static void *worker_main(void *arg)
         if (!job)
             continue;
 
-        run_chunks(job);
+        run_chunks(job, slot);
 
         pthread_mutex_lock(&pool.mutex);
         if (atomic_fetch_sub(&job->refs, 1) == 1 && pool.caller_waiting)
@@ -330,7 +335,10 @@ static void wait_for_helpers(eq_job *job)
     pthread_mutex_unlock(&pool.mutex);
 }
 
-void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx)
+/* Runs a job on the caller and up to max_threads - 1 workers; exactly one
+ * of fn and slot_fn is set. */
+static void run_job(size_t count, size_t grain, size_t max_threads, eq_parallel_fn fn,
+                    eq_parallel_slot_fn slot_fn, void *ctx)
 {
     if (count == 0)
         return;
@@ -338,9 +346,12 @@ void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx)
         grain = 1;
 
     pthread_once(&pool_once, init_pool);
-    if (inside_pool || count <= grain || atomic_load(&pool.thread_count) == 1 ||
+    if (inside_pool || count <= grain || max_threads <= 1 || atomic_load(&pool.thread_count) == 1 ||
         atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire)) {
-        fn(ctx, 0, count);
+        if (slot_fn)
+            slot_fn(ctx, 0, 0, count);
+        else
+            fn(ctx, 0, count);
         return;
     }
 
@@ -349,14 +360,19 @@ void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx)
 
     size_t worth_waking = (count - 1) / grain; /* helpers beyond the caller */
     size_t helpers = worth_waking < pool.worker_count ? worth_waking : pool.worker_count;
+    if (helpers > max_threads - 1)
+        helpers = max_threads - 1;
     if (helpers == 0) {
         atomic_flag_clear_explicit(&pool.busy, memory_order_release);
-        fn(ctx, 0, count);
+        if (slot_fn)
+            slot_fn(ctx, 0, 0, count);
+        else
+            fn(ctx, 0, count);
         return;
     }
 
     /* About four chunks per thread balance load without much contention. */
-    eq_job job = { .fn = fn, .ctx = ctx, .count = count, .max_helpers = helpers };
+    eq_job job = { .fn = fn, .slot_fn = slot_fn, .ctx = ctx, .count = count, .max_helpers = helpers };
     job.chunk = count / ((helpers + 1) * 4);
     if (job.chunk < grain)
         job.chunk = grain;
@@ -371,7 +387,7 @@ void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx)
     pthread_mutex_unlock(&pool.mutex);
 
     inside_pool = 1;
-    run_chunks(&job);
+    run_chunks(&job, 0);
     inside_pool = 0;
 
     /* After this no worker can join, so refs only goes down. */
@@ -381,4 +397,14 @@ void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx)
     wait_for_helpers(&job);
 
     atomic_flag_clear_explicit(&pool.busy, memory_order_release);
+}
+
+void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx)
+{
+    run_job(count, grain, SIZE_MAX, fn, NULL, ctx);
+}
+
+void eq_parallel_for_slots(size_t count, size_t grain, size_t slots, eq_parallel_slot_fn fn, void *ctx)
+{
+    run_job(count, grain, slots == 0 ? 1 : slots, NULL, fn, ctx);
 }
