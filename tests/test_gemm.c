@@ -451,6 +451,61 @@ static void thread_count_does_not_change_bits(void **state)
     assert_int_equal(eq_gemm_force_kernel(NULL), EQ_OK);
 }
 
+/* A prepacked A gives the bits of eq_gemm with the same kernel, for any
+ * column count (also one other than the packing hint), both B layouts and
+ * 1 to 3 threads; C outside the m x n block stays untouched. */
+static void packed_a_matches_gemm(void **state)
+{
+    (void)state;
+    static const char *const names[] = { "generic", "avx2", "avx512" };
+    static const gemm_case cases[] = {
+        { .m = 1, .n = 1, .k = 1, .alpha = 1.0f, .beta = 0.0f },
+        { .m = 17, .n = 31, .k = 29, .pad_a = 2, .pad_c = 3, .alpha = 0.5f, .beta = 1.0f },
+        { .trans_a = 1, .m = 80, .n = 262, .k = 720, .pad_a = 5, .alpha = 1.0f, .beta = 1.0f },
+        { .trans_b = 1, .m = 33, .n = 70, .k = 513, .pad_b = 1, .alpha = -1.5f, .beta = 0.25f },
+        { .trans_a = 1, .trans_b = 1, .m = 130, .n = 90, .k = 70, .alpha = 1.0f, .beta = 0.0f },
+        { .m = 80, .n = 784, .k = 300, .pad_c = 16, .alpha = 1.0f, .beta = 0.0f },
+    };
+    eq_gemm_packed packed = { 0 };
+
+    for (size_t i = 0; i < 3; i++) {
+        if (!eq_gemm_kernel_available(names[i]))
+            continue;
+        assert_int_equal(eq_gemm_force_kernel(names[i]), EQ_OK);
+        for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
+            const gemm_case *spec = &cases[s];
+            operands ops = make_operands(spec, 60 + s);
+            size_t bytes = spec->m * ops.ldc * sizeof(float);
+            float *expected = copy_c(&ops);
+
+            assert_int_equal(eq_set_num_threads(1), EQ_OK);
+            run_gemm(&ops, expected);
+            for (size_t hint = 0; hint < 2; hint++) {
+                size_t n_hint = hint == 0 ? spec->n : 16 * spec->n + 1;
+                assert_int_equal(eq_gemm_pack(&packed, spec->trans_a, spec->m, spec->k, ops.a, ops.lda, n_hint),
+                                 EQ_OK);
+                for (int threads = 1; threads <= 3; threads++) {
+                    float *got = copy_c(&ops);
+                    assert_int_equal(eq_set_num_threads(threads), EQ_OK);
+                    eq_gemm_packed_run(&packed, spec->trans_b, spec->n, spec->alpha, ops.b, ops.ldb, spec->beta,
+                                       got, ops.ldc);
+                    if (memcmp(got, expected, bytes) != 0)
+                        fail_msg("%s: prepacked A differs from eq_gemm (case %zu, hint %zu, %d threads)",
+                                 names[i], s, n_hint, threads);
+                    free(got);
+                }
+            }
+            free(expected);
+            free_operands(&ops);
+        }
+    }
+    eq_gemm_packed_release(&packed);
+    eq_gemm_packed_release(&packed);
+    assert_null(packed.data);
+    assert_int_equal(eq_set_num_threads(2), EQ_OK);
+    assert_int_equal(eq_gemm_force_kernel(NULL), EQ_OK);
+}
+
 /* Both SIMD kernels use the same K blocks and one FMA per product, so they
  * agree bit for bit. */
 static void avx2_and_avx512_agree(void **state)
@@ -567,6 +622,7 @@ int main(void)
         cmocka_unit_test(packed_b_matches_element_recipe),
         cmocka_unit_test(position_does_not_change_bits),
         cmocka_unit_test(thread_count_does_not_change_bits),
+        cmocka_unit_test(packed_a_matches_gemm),
         cmocka_unit_test(avx2_and_avx512_agree),
         cmocka_unit_test(zero_k_scales_c),
         cmocka_unit_test(empty_output_leaves_c),

@@ -1,4 +1,5 @@
-/* 2-d convolution layer: im2col + GEMM forward, GEMM + col2im backward. */
+/* 2-d convolution layer: im2col + GEMM forward, GEMM + col2im backward,
+ * through the chunked driver in conv2d_run.c. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -7,7 +8,6 @@
 #include "core/conv2d_chunks.h"
 #include "core/conv2d_impl.h"
 #include "core/error.h"
-#include "core/gemm.h"
 
 /* Long enough for any description: six size_t values and the fixed text. */
 #define DESCRIPTION_SIZE 192
@@ -51,82 +51,31 @@ static eq_status conv2d_output_shape(const eq_layer *layer, eq_shape in, eq_shap
     return EQ_OK;
 }
 
-static void forward_chunk(eq_conv2d *conv, const eq_conv2d_chunk *ch, float *y)
-{
-    const size_t columns = eq_conv2d_chunk_columns(ch);
-
-    eq_conv2d_lower_chunk(conv, ch);
-
-    /* chunk_out (OC, columns) = weight (OC, K) * cols (K, columns). Each
-     * output depends only on its weight row and its column, which keeps a
-     * sample's output independent of the batch around it. */
-    eq_gemm(0, 0, conv->oc, columns, conv->k, 1.0f, conv->weight, conv->k, conv->cols, columns,
-            0.0f, conv->chunk_out, columns);
-    eq_conv2d_store_chunk(conv, ch, 0, y);
-}
+/* The plain layer is the multi-branch driver with one branch. */
+static const size_t single_source[1] = { 0 };
 
 static eq_status conv2d_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *y)
 {
     eq_conv2d *conv = (eq_conv2d *)layer;
 
-    conv->cols_cached = 0;
     conv->blocks_forward = 0;
+    conv->branches = 1;
+    conv->sources = single_source;
     eq_status status = eq_conv2d_plan_chunks(conv, x->shape, y->shape);
     if (status != EQ_OK)
         return status;
     conv->x = x->data;
-    conv->branches = 1;
-    conv->sources = NULL;
 
-    size_t total = eq_conv2d_chunk_count(conv);
-    for (size_t index = 0; index < total; index++) {
-        eq_conv2d_chunk ch = eq_conv2d_chunk_at(conv, index);
-        forward_chunk(conv, &ch, y->data);
-    }
-
-    /* With a single chunk, cols still contains the whole batch for backward. */
-    conv->cols_cached = total == 1;
-    return EQ_OK;
-}
-
-static void backward_chunk(eq_conv2d *conv, const eq_conv2d_chunk *ch, const float *dy, float *dx)
-{
-    const size_t columns = eq_conv2d_chunk_columns(ch);
-
-    eq_conv2d_gather_chunk(conv, ch, 0, dy);
-    if (!conv->cols_cached)
-        eq_conv2d_lower_chunk(conv, ch);
-
-    /* dweight (OC, K) += dy (OC, columns) * cols^T (columns, K). */
-    eq_gemm(0, 1, conv->oc, conv->k, columns, 1.0f, conv->chunk_out, columns, conv->cols, columns,
-            1.0f, conv->dweight, conv->k);
-    if (!dx)
-        return;
-
-    /* dcols (K, columns) = weight^T (K, OC) * dy (OC, columns), written over
-     * cols, which this chunk no longer needs. */
-    eq_gemm(1, 0, conv->k, columns, conv->oc, 1.0f, conv->weight, conv->k, conv->chunk_out, columns,
-            0.0f, conv->cols, columns);
-    conv->cols_cached = 0;
-    eq_conv2d_unlower_chunk(conv, ch, dx);
+    /* Each output depends only on its weight row and its column, which keeps
+     * a sample's output independent of the batch around it. */
+    return eq_conv2d_run_forward(conv, y->data);
 }
 
 static eq_status conv2d_backward(eq_layer *layer, const eq_tensor *dy, eq_tensor *dx)
 {
-    eq_conv2d *conv = (eq_conv2d *)layer;
-
     /* A multi-branch forward clears has_forward, so layer.c rejects this
-     * call after one and the cache here is always a plain one. */
-    eq_conv2d_bias_gradient(conv, dy->data);
-    if (dx)
-        memset(dx->data, 0, eq_shape_numel(dx->shape) * sizeof(float));
-
-    size_t total = eq_conv2d_chunk_count(conv);
-    for (size_t index = 0; index < total; index++) {
-        eq_conv2d_chunk ch = eq_conv2d_chunk_at(conv, index);
-        backward_chunk(conv, &ch, dy->data, dx ? dx->data : NULL);
-    }
-    return EQ_OK;
+     * call after one and the cached state here is always a plain one. */
+    return eq_conv2d_run_backward((eq_conv2d *)layer, dy->data, dx ? dx->data : NULL);
 }
 
 static size_t conv2d_param_count(const eq_layer *layer)
@@ -174,8 +123,7 @@ static void conv2d_destroy(eq_layer *layer)
     eq_free(conv->dweight);
     eq_free(conv->bias);
     eq_free(conv->dbias);
-    eq_free(conv->cols);
-    eq_free(conv->chunk_out);
+    eq_conv2d_release_scratch(conv);
     free(conv);
 }
 

@@ -1,12 +1,20 @@
-/* The conv2d layer struct and its chunked column lowering, shared by the
- * plain path (conv2d.c) and the multi-branch path (conv2d_blocks.c). */
+/* The conv2d layer struct, its chunked column lowering and its parallel
+ * driver, shared by the plain path (conv2d.c) and the multi-branch path
+ * (conv2d_blocks.c). */
 #ifndef EQ_CORE_CONV2D_CHUNKS_H
 #define EQ_CORE_CONV2D_CHUNKS_H
 
 #include <stddef.h>
 
+#include "core/gemm.h"
 #include "core/im2col.h"
 #include "core/layer_impl.h"
+
+/* Buffers of one thread slot (see eq_parallel_for_slots). */
+typedef struct eq_conv2d_scratch {
+    float *cols; /* (K, chunk columns) */
+    float *out;  /* (branches, OC, chunk columns): GEMM output or gathered dy of a multi-image chunk */
+} eq_conv2d_scratch;
 
 typedef struct eq_conv2d {
     eq_layer base;
@@ -19,17 +27,27 @@ typedef struct eq_conv2d {
     const float *x;          /* (N, IC, H, W), owned by the caller */
     size_t n;                /* N, images in x */
     size_t branches;         /* output samples per image: 1, or the branches of a multi-branch call */
-    const size_t *sources;   /* branches * branches block sources owned by the caller, or NULL */
+    const size_t *sources;   /* branches * branches block sources, owned by the caller or static */
     int blocks_forward;      /* the last forward was a multi-branch call */
     eq_conv_geom geom;
     size_t images_per_chunk; /* whole images per chunk, 1 when tiled */
     size_t tile;             /* output positions per image in a chunk */
-    int cols_cached;         /* cols contains the column matrix of the whole batch */
 
-    float *cols;             /* (K, chunk columns) */
-    size_t cols_capacity;
-    float *chunk_out;        /* (OC, chunk columns): GEMM output, or the chunk's dy */
-    size_t chunk_out_capacity;
+    eq_conv2d_scratch *scratch; /* scratch_count slots */
+    size_t scratch_count;
+    size_t cols_capacity;    /* floats of each slot's cols */
+    size_t out_capacity;     /* floats of each slot's out */
+
+    /* Weight block b packed for the forward (packs[b]) and transposed for
+     * the input gradient (packs[branches + b]). */
+    eq_gemm_packed *packs;
+    size_t pack_count;
+
+    /* Weight and bias gradients of single image chunks, added to dweight
+     * and dbias in image order after each round of chunks. */
+    float *dweight_parts;    /* part_capacity * OC * K */
+    double *dbias_parts;     /* part_capacity * OC */
+    size_t part_capacity;
 } eq_conv2d;
 
 /* One chunk: output positions [p0, p1) of images [n0, n0 + count). Its
@@ -44,31 +62,51 @@ static inline size_t eq_conv2d_chunk_columns(const eq_conv2d_chunk *ch)
 }
 
 /* Chooses the chunking for an input of shape `in` (N images) and output
- * size out.h x out.w, caches the geometry and N, and grows the buffers to
- * fit the largest chunk. Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
+ * size out.h x out.w, caches the geometry and N, and grows the scratch of
+ * every thread slot to fit the largest chunk. conv->branches must be set.
+ * The chunking depends on the layer, the input shape and the branch count
+ * only, never on the thread count.
+ * Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
 eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out);
 
-/* Returns the number of chunks of the planned input. */
-size_t eq_conv2d_chunk_count(const eq_conv2d *conv);
+/* Frees the scratch and the gradient parts. */
+void eq_conv2d_release_scratch(eq_conv2d *conv);
 
-/* Returns chunk `index` in the order: image chunks outer, tiles inner. */
-eq_conv2d_chunk eq_conv2d_chunk_at(const eq_conv2d *conv, size_t index);
+/* Returns the number of image chunks of the planned input. */
+size_t eq_conv2d_image_chunk_count(const eq_conv2d *conv);
+
+/* Returns the number of position tiles per image chunk. */
+size_t eq_conv2d_tile_count(const eq_conv2d *conv);
+
+/* Returns tile `t` of image chunk `j`. */
+eq_conv2d_chunk eq_conv2d_chunk_at(const eq_conv2d *conv, size_t j, size_t t);
 
 /* Lowers the chunk's part of x (N, IC, H, W) into cols (K, columns). */
-void eq_conv2d_lower_chunk(eq_conv2d *conv, const eq_conv2d_chunk *ch);
+void eq_conv2d_lower_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, float *cols);
 
 /* Adds the chunk's column gradient, held in cols, into dx (N, IC, H, W). */
-void eq_conv2d_unlower_chunk(eq_conv2d *conv, const eq_conv2d_chunk *ch, float *dx);
+void eq_conv2d_unlower_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, const float *cols, float *dx);
 
-/* Writes chunk_out (OC, columns) plus the bias into y for branch g: image
+/* Writes out (OC, columns) plus the bias into y for branch g: image
  * n0 + i of the chunk is output sample (n0 + i) * branches + g. */
-void eq_conv2d_store_chunk(eq_conv2d *conv, const eq_conv2d_chunk *ch, size_t g, float *y);
+void eq_conv2d_store_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, size_t g, const float *out,
+                           float *y);
 
 /* The adjoint of eq_conv2d_store_chunk without the bias: gathers branch g's
- * part of dy into chunk_out (OC, columns). */
-void eq_conv2d_gather_chunk(eq_conv2d *conv, const eq_conv2d_chunk *ch, size_t g, const float *dy);
+ * part of dy into out (OC, columns). */
+void eq_conv2d_gather_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, size_t g, const float *dy,
+                            float *out);
 
-/* dbias += dy summed over its N * branches samples and all positions. */
-void eq_conv2d_bias_gradient(eq_conv2d *conv, const float *dy);
+/* Runs the planned forward over x = conv->x into y (N * branches, OC, OH,
+ * OW), parallel over chunks.
+ * Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
+eq_status eq_conv2d_run_forward(eq_conv2d *conv, float *y);
+
+/* Runs the backward of the last forward: accumulates dweight and dbias and,
+ * when dx is not NULL, overwrites dx (N, IC, H, W). Image chunks run in
+ * parallel, and their gradients are added in image order, so the result
+ * does not depend on the thread count.
+ * Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
+eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx);
 
 #endif

@@ -4,6 +4,7 @@
 #include "core/gemm.h"
 
 #include <pthread.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "core/gemm_kernel.h"
@@ -52,6 +53,7 @@ typedef struct gemm_call {
 
     int fused;
     const eq_gemm_tile *tile;
+    const eq_gemm_packed *packed; /* op(A) packed in advance, or NULL */
     size_t kc;                 /* K block length, eq_gemm_k_block(k) */
     size_t m_tiles, n_tiles;   /* ceil(m / mr), ceil(n / nr) */
     size_t m_blocks, n_blocks; /* task grid: m_blocks x n_blocks tasks */
@@ -111,9 +113,11 @@ static void run_block_unpacked(const gemm_call *call, size_t i0, size_t i1, size
 }
 
 /* Computes the C block of row tiles [t0, t1) and column tiles [u0, u1).
- * Per K block: pack the block's op(A) panels, pack (or point at) its op(B)
- * panels, then sweep row tiles outside and column tiles inside, so one A
- * panel stays in L1 while the B panels stream from L2. */
+ * Per K block: pack the block's op(A) panels (unless A was packed in
+ * advance), pack (or point at) its op(B) panels, then sweep column tiles
+ * outside and row tiles inside. One B panel then stays in L1 while the A
+ * panels, which the micro-kernel reads one float per row and k, stream
+ * from L2. */
 static void run_block(const gemm_call *call, size_t t0, size_t t1, size_t u0, size_t u1)
 {
     size_t mr = call->tile->mr, nr = call->tile->nr;
@@ -125,7 +129,7 @@ static void run_block(const gemm_call *call, size_t t0, size_t t1, size_t u0, si
         run_block_unpacked(call, t0 * mr, i_end, u0 * nr, j_end);
         return;
     }
-    float *a_pack = scratch;                                   /* t1 - t0 panels, kc x mr */
+    float *a_pack = scratch;                                   /* t1 - t0 panels, kc x mr, unless prepacked */
     float *b_pack = scratch + EQ_GEMM_MC_MAX * EQ_GEMM_KC_MAX; /* u1 - u0 panels, kc x nr */
 
     /* Column tiles [u0, packed_u0) read an untransposed B in place; the
@@ -145,29 +149,37 @@ static void run_block(const gemm_call *call, size_t t0, size_t t1, size_t u0, si
         size_t kc = min_size(call->kc, call->k - k0);
         int first = k0 == 0;
 
-        for (size_t t = t0; t < t1; t++) {
-            size_t i0 = t * mr;
-            eq_gemm_pack_a(call->trans_a, call->a, call->lda, i0, min_size(mr, call->m - i0), k0,
-                           kc, mr, a_pack + (t - t0) * mr * kc);
+        /* A prepacked block starts after k0 / kc full blocks of every row
+         * tile, and its panels are indexed by the absolute row tile. */
+        const float *a_block = NULL;
+        if (call->packed) {
+            a_block = call->packed->data + k0 * call->m_tiles * mr;
+        } else {
+            for (size_t t = t0; t < t1; t++) {
+                size_t i0 = t * mr;
+                eq_gemm_pack_a(call->trans_a, call->a, call->lda, i0, min_size(mr, call->m - i0), k0,
+                               kc, mr, a_pack + (t - t0) * mr * kc);
+            }
         }
         if (packed_u0 < u1)
             eq_gemm_pack_b(call->trans_b, call->b, call->ldb, k0, kc, packed_u0 * nr,
                            j_end - packed_u0 * nr, nr, b_pack);
 
-        for (size_t t = t0; t < t1; t++) {
-            size_t i0 = t * mr;
-            size_t rows = min_size(mr, call->m - i0);
-            const float *a_panel = a_pack + (t - t0) * mr * kc;
+        for (size_t u = u0; u < u1; u++) {
+            size_t j0 = u * nr;
+            const float *b_panel = b_pack + (u - packed_u0) * kc * nr;
+            size_t ldb_panel = nr;
 
-            for (size_t u = u0; u < u1; u++) {
-                size_t j0 = u * nr;
-                const float *b_panel = b_pack + (u - packed_u0) * kc * nr;
-                size_t ldb_panel = nr;
+            if (u < packed_u0) {
+                b_panel = call->b + k0 * call->ldb + j0;
+                ldb_panel = call->ldb;
+            }
+            for (size_t t = t0; t < t1; t++) {
+                size_t i0 = t * mr;
+                size_t rows = min_size(mr, call->m - i0);
+                const float *a_panel =
+                    a_block ? a_block + t * mr * kc : a_pack + (t - t0) * mr * kc;
 
-                if (u < packed_u0) {
-                    b_panel = call->b + k0 * call->ldb + j0;
-                    ldb_panel = call->ldb;
-                }
                 call->tile->micro(kc, a_panel, b_panel, ldb_panel, call->c + i0 * call->ldc + j0,
                                   call->ldc, rows, min_size(nr, call->n - j0), call->alpha,
                                   call->beta, first);
@@ -236,6 +248,21 @@ static void plan_tasks(gemm_call *call, size_t threads)
         call->m_blocks = min_size(ceil_div(target, call->n_blocks), call->m_tiles);
 }
 
+/* Runs a prepared call: the thread count, the task grid and the tasks. */
+static void run_call(gemm_call *call)
+{
+    /* The product in double cannot overflow; it only picks the thread count. */
+    double macs = (double)call->m * (double)call->n * (double)call->k;
+    size_t threads = macs < EQ_GEMM_PARALLEL_MIN_MACS ? 1 : (size_t)eq_get_num_threads();
+    plan_tasks(call, threads);
+
+    size_t tasks = call->m_blocks * call->n_blocks;
+    if (threads <= 1)
+        run_tasks(call, 0, tasks);
+    else
+        eq_parallel_for(tasks, 1, run_tasks, call);
+}
+
 void eq_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a,
              size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
 {
@@ -267,15 +294,88 @@ void eq_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha
         .kc = eq_gemm_k_block(k),
     };
     call.tile = choose_tile(kernel, m, n);
+    run_call(&call);
+}
 
-    /* The product in double cannot overflow; it only picks the thread count. */
-    double macs = (double)m * (double)n * (double)k;
-    size_t threads = macs < EQ_GEMM_PARALLEL_MIN_MACS ? 1 : (size_t)eq_get_num_threads();
-    plan_tasks(&call, threads);
+eq_status eq_gemm_pack(eq_gemm_packed *packed, int trans_a, size_t m, size_t k, const float *a, size_t lda,
+                       size_t n_hint)
+{
+    const eq_gemm_kernel *kernel = eq_gemm_current_kernel();
+    const eq_gemm_tile *tile = choose_tile(kernel, m, n_hint > 0 ? n_hint : 1);
+    size_t mr = tile->mr;
+    size_t m_tiles = ceil_div(m, mr);
+    size_t count;
 
-    size_t tasks = call.m_blocks * call.n_blocks;
-    if (threads <= 1)
-        run_tasks(&call, 0, tasks);
-    else
-        eq_parallel_for(tasks, 1, run_tasks, &call);
+    if (!eq_size_mul(m_tiles * mr, k, &count)) {
+        eq_gemm_packed_release(packed);
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "GEMM: packing a %zu x %zu matrix overflows size_t", m, k);
+    }
+    if (count > packed->capacity) {
+        eq_gemm_packed_release(packed);
+        packed->data = eq_alloc_floats(count > 0 ? count : 1);
+        if (!packed->data)
+            return eq_error(EQ_ERR_OUT_OF_MEMORY, "GEMM: cannot allocate %zu floats to pack a %zu x %zu matrix",
+                            count, m, k);
+        packed->capacity = count;
+    }
+
+    packed->m = m;
+    packed->k = k;
+    packed->trans_a = trans_a;
+    packed->a = a;
+    packed->lda = lda;
+    packed->kernel = kernel;
+    packed->tile = tile;
+    packed->kc = k > 0 ? eq_gemm_k_block(k) : 0;
+
+    /* Block p holds its m_tiles panels of kc_p x mr floats after p full
+     * blocks, the layout run_block reads. */
+    for (size_t k0 = 0; k0 < k; k0 += packed->kc) {
+        size_t kc = min_size(packed->kc, k - k0);
+        float *block = packed->data + k0 * m_tiles * mr;
+        for (size_t t = 0; t < m_tiles; t++)
+            eq_gemm_pack_a(trans_a, a, lda, t * mr, min_size(mr, m - t * mr), k0, kc, mr, block + t * mr * kc);
+    }
+    return EQ_OK;
+}
+
+void eq_gemm_packed_run(const eq_gemm_packed *a, int trans_b, size_t n, float alpha, const float *b, size_t ldb,
+                        float beta, float *c, size_t ldc)
+{
+    if (a->m == 0 || n == 0)
+        return;
+
+    const eq_gemm_kernel *kernel = a->kernel;
+    if (a->k == 0) {
+        eq_gemm_unpacked(kernel->fused, a->trans_a, trans_b, a->m, n, 0, alpha, a->a, a->lda, b, ldb, beta, c,
+                         ldc);
+        return;
+    }
+
+    gemm_call call = {
+        .trans_a = a->trans_a,
+        .trans_b = trans_b,
+        .m = a->m,
+        .n = n,
+        .k = a->k,
+        .alpha = alpha,
+        .beta = beta,
+        .a = a->a,
+        .b = b,
+        .c = c,
+        .lda = a->lda,
+        .ldb = ldb,
+        .ldc = ldc,
+        .fused = kernel->fused,
+        .tile = a->tile,
+        .packed = a,
+        .kc = a->kc,
+    };
+    run_call(&call);
+}
+
+void eq_gemm_packed_release(eq_gemm_packed *packed)
+{
+    eq_free(packed->data);
+    memset(packed, 0, sizeof *packed);
 }

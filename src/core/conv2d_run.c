@@ -1,0 +1,275 @@
+/* The parallel conv2d driver: forward over chunks of images or positions,
+ * backward over image chunks with their weight gradients added in image
+ * order. Both the plain and the multi-branch path run through it. */
+#include <string.h>
+
+#include "core/conv2d_chunks.h"
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/parallel.h"
+
+/* Minimum number of weight gradient elements per reduction task. */
+#define REDUCE_GRAIN 4096
+
+typedef struct run_ctx {
+    eq_conv2d *conv;
+    float *y;
+    const float *dy;
+    float *dx;
+    size_t first; /* first image chunk of the backward round */
+    size_t parts; /* image chunks in the round */
+} run_ctx;
+
+/* For each branch g: y_g (OC, columns) = sum over b ascending of
+ * weight[:, block b] (OC, KB) * cols[block sources[g * n + b]] (KB, columns)
+ * plus the bias. The b order is the weights' block order, whatever block of
+ * x each product reads, which keeps the multi-branch path exactly
+ * equivariant. A single-image chunk writes its rows of y in place. */
+static void forward_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scratch, const eq_conv2d_chunk *ch, float *y)
+{
+    const size_t n = conv->branches;
+    const size_t kb = conv->k / n; /* rows of one channel block: B * KH * KW */
+    const size_t columns = eq_conv2d_chunk_columns(ch);
+    const size_t positions = conv->geom.oh * conv->geom.ow;
+
+    eq_conv2d_lower_chunk(conv, ch, scratch->cols);
+    for (size_t g = 0; g < n; g++) {
+        float *c = scratch->out;
+        size_t ldc = columns;
+        if (ch->count == 1) {
+            c = y + (ch->n0 * n + g) * conv->oc * positions + ch->p0;
+            ldc = positions;
+        }
+
+        for (size_t b = 0; b < n; b++) {
+            const float *cols_block = scratch->cols + conv->sources[g * n + b] * kb * columns;
+            eq_gemm_packed_run(&conv->packs[b], 0, columns, 1.0f, cols_block, columns, b == 0 ? 0.0f : 1.0f, c,
+                               ldc);
+        }
+
+        if (ch->count > 1) {
+            eq_conv2d_store_chunk(conv, ch, g, scratch->out, y);
+            continue;
+        }
+        for (size_t oc = 0; oc < conv->oc; oc++) {
+            float *row = c + oc * ldc;
+            const float bias = conv->bias[oc];
+            for (size_t p = 0; p < columns; p++)
+                row[p] += bias;
+        }
+    }
+}
+
+static void forward_items(void *ctx, size_t slot, size_t begin, size_t end)
+{
+    const run_ctx *run = ctx;
+    const size_t tiles = eq_conv2d_tile_count(run->conv);
+
+    for (size_t item = begin; item < end; item++) {
+        eq_conv2d_chunk ch = eq_conv2d_chunk_at(run->conv, item / tiles, item % tiles);
+        forward_chunk(run->conv, &run->conv->scratch[slot], &ch, run->y);
+    }
+}
+
+/* Packs weight block b (OC, KB) for every b, or with `transposed` its
+ * transpose (KB, OC), into packs[b] or packs[branches + b]. */
+static eq_status pack_weights(eq_conv2d *conv, int transposed)
+{
+    const size_t n = conv->branches, kb = conv->k / n;
+    const size_t columns = conv->images_per_chunk * conv->tile;
+
+    for (size_t b = 0; b < n; b++) {
+        eq_status status = transposed
+                               ? eq_gemm_pack(&conv->packs[n + b], 1, kb, conv->oc, conv->weight + b * kb, conv->k,
+                                              columns)
+                               : eq_gemm_pack(&conv->packs[b], 0, conv->oc, kb, conv->weight + b * kb, conv->k,
+                                              columns);
+        if (status != EQ_OK)
+            return status;
+    }
+    return EQ_OK;
+}
+
+eq_status eq_conv2d_run_forward(eq_conv2d *conv, float *y)
+{
+    run_ctx run = { .conv = conv, .y = y };
+    size_t items = eq_conv2d_image_chunk_count(conv) * eq_conv2d_tile_count(conv);
+
+    eq_status status = pack_weights(conv, 0);
+    if (status != EQ_OK)
+        return status;
+
+    /* One item runs on the caller, whose GEMMs then use every thread. */
+    eq_parallel_for_slots(items, 1, conv->scratch_count, forward_items, &run);
+    return EQ_OK;
+}
+
+/* Returns the sum of a plane of `count` floats in double, in 8 lanes of
+ * positions p mod 8 added in a fixed order, so the compiler can vectorise
+ * it without changing the result. */
+static double plane_sum(const float *plane, size_t count)
+{
+    double lanes[8] = { 0.0 };
+    size_t p = 0;
+
+    for (; p + 8 <= count; p += 8)
+        for (size_t l = 0; l < 8; l++)
+            lanes[l] += plane[p + l];
+    for (size_t l = 0; p < count; p++, l++)
+        lanes[l] += plane[p];
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+/* db[oc] = dy summed over the chunk's samples (every branch) and positions. */
+static void bias_part(const eq_conv2d *conv, const eq_conv2d_chunk *ch, const float *dy, double *db)
+{
+    const size_t positions = conv->geom.oh * conv->geom.ow;
+    const size_t first = ch->n0 * conv->branches, last = (ch->n0 + ch->count) * conv->branches;
+
+    for (size_t oc = 0; oc < conv->oc; oc++)
+        db[oc] = 0.0;
+    for (size_t sample = first; sample < last; sample++)
+        for (size_t oc = 0; oc < conv->oc; oc++)
+            db[oc] += plane_sum(dy + (sample * conv->oc + oc) * positions, positions);
+}
+
+/* Computes the weight gradient of image chunk j into dw (OC, K), its bias
+ * gradient into db and, when dx is not NULL, its images' rows of dx. */
+static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scratch, size_t j, const float *dy,
+                                 float *dx, float *dw, double *db)
+{
+    const size_t n = conv->branches;
+    const size_t kb = conv->k / n;
+    const size_t positions = conv->geom.oh * conv->geom.ow;
+    const size_t image_size = conv->geom.c * conv->geom.h * conv->geom.w;
+    const size_t tiles = eq_conv2d_tile_count(conv);
+    eq_conv2d_chunk first = eq_conv2d_chunk_at(conv, j, 0);
+
+    bias_part(conv, &first, dy, db);
+    if (dx)
+        memset(dx + first.n0 * image_size, 0, first.count * image_size * sizeof(float));
+
+    for (size_t t = 0; t < tiles; t++) {
+        eq_conv2d_chunk ch = eq_conv2d_chunk_at(conv, j, t);
+        const size_t columns = eq_conv2d_chunk_columns(&ch);
+        const size_t block = kb * columns; /* floats of one block of cols */
+        size_t ld_dy = positions;
+
+        eq_conv2d_lower_chunk(conv, &ch, scratch->cols);
+        if (ch.count > 1) {
+            for (size_t g = 0; g < n; g++)
+                eq_conv2d_gather_chunk(conv, &ch, g, dy, scratch->out + g * conv->oc * columns);
+            ld_dy = columns;
+        }
+
+        /* dw[:, block b] (OC, KB) += dy_g (OC, columns) * cols[block sources[g * n + b]]^T,
+         * starting from zero on the first tile. */
+        for (size_t g = 0; g < n; g++) {
+            const float *dy_g = ch.count > 1 ? scratch->out + g * conv->oc * columns
+                                             : dy + (ch.n0 * n + g) * conv->oc * positions + ch.p0;
+            for (size_t b = 0; b < n; b++)
+                eq_gemm(0, 1, conv->oc, kb, columns, 1.0f, dy_g, ld_dy,
+                        scratch->cols + conv->sources[g * n + b] * block, columns,
+                        t == 0 && g == 0 ? 0.0f : 1.0f, dw + b * kb, conv->k);
+        }
+        if (!dx)
+            continue;
+
+        /* dcols[block sources[g * n + b]] += weight[:, block b]^T (KB, OC) * dy_g (OC, columns),
+         * written over cols, which the weight gradient no longer needs. Every
+         * row of the source table is a permutation, so branch 0 writes each
+         * block once with beta 0 before the other branches add to it. */
+        for (size_t g = 0; g < n; g++) {
+            const float *dy_g = ch.count > 1 ? scratch->out + g * conv->oc * columns
+                                             : dy + (ch.n0 * n + g) * conv->oc * positions + ch.p0;
+            for (size_t b = 0; b < n; b++)
+                eq_gemm_packed_run(&conv->packs[n + b], 0, columns, 1.0f, dy_g, ld_dy, g == 0 ? 0.0f : 1.0f,
+                                   scratch->cols + conv->sources[g * n + b] * block, columns);
+        }
+        eq_conv2d_unlower_chunk(conv, &ch, scratch->cols, dx);
+    }
+}
+
+static void backward_items(void *ctx, size_t slot, size_t begin, size_t end)
+{
+    const run_ctx *run = ctx;
+    const eq_conv2d *conv = run->conv;
+
+    for (size_t part = begin; part < end; part++)
+        backward_image_chunk(conv, &conv->scratch[slot], run->first + part, run->dy, run->dx,
+                             conv->dweight_parts + part * conv->oc * conv->k, conv->dbias_parts + part * conv->oc);
+}
+
+/* dweight[e] += parts in image order, for e in [begin, end). */
+static void reduce_weight_parts(void *ctx, size_t begin, size_t end)
+{
+    const run_ctx *run = ctx;
+    const eq_conv2d *conv = run->conv;
+    const size_t count = conv->oc * conv->k;
+
+    for (size_t part = 0; part < run->parts; part++) {
+        const float *src = conv->dweight_parts + part * count;
+        for (size_t e = begin; e < end; e++)
+            conv->dweight[e] += src[e];
+    }
+}
+
+/* Grows the gradient parts to `parts` image chunks. */
+static eq_status reserve_parts(eq_conv2d *conv, size_t parts)
+{
+    if (parts <= conv->part_capacity)
+        return EQ_OK;
+
+    size_t weight_count, bias_count;
+    if (!eq_size_mul(conv->oc * conv->k, parts, &weight_count)
+        || !eq_size_mul(conv->oc * sizeof(double), parts + 1, &bias_count))
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: weight gradients of %zu image chunks overflow size_t", parts);
+
+    eq_free(conv->dweight_parts);
+    eq_free(conv->dbias_parts);
+    conv->part_capacity = 0;
+    conv->dweight_parts = eq_alloc_floats(weight_count);
+    conv->dbias_parts = eq_alloc_aligned(bias_count);
+    if (!conv->dweight_parts || !conv->dbias_parts)
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: cannot allocate weight gradients of %zu image chunks",
+                        parts);
+    conv->part_capacity = parts;
+    return EQ_OK;
+}
+
+eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx)
+{
+    const size_t chunks = eq_conv2d_image_chunk_count(conv);
+    const size_t slots = conv->scratch_count;
+
+    /* Two chunks per thread and round keep a thread that the OS
+     * deschedules from stalling the others for long. */
+    size_t round = 2 * slots < chunks ? 2 * slots : chunks;
+    eq_status status = reserve_parts(conv, round);
+    if (status == EQ_OK && dx)
+        status = pack_weights(conv, 1);
+    if (status != EQ_OK)
+        return status;
+
+    /* The bias sums stay in double until every chunk is in: row `round`
+     * of dbias_parts. */
+    double *db_total = conv->dbias_parts + round * conv->oc;
+    for (size_t oc = 0; oc < conv->oc; oc++)
+        db_total[oc] = 0.0;
+
+    run_ctx run = { .conv = conv, .dy = dy, .dx = dx };
+    for (size_t first = 0; first < chunks; first += round) {
+        run.first = first;
+        run.parts = chunks - first < round ? chunks - first : round;
+        eq_parallel_for_slots(run.parts, 1, slots, backward_items, &run);
+
+        eq_parallel_for(conv->oc * conv->k, REDUCE_GRAIN, reduce_weight_parts, &run);
+        for (size_t part = 0; part < run.parts; part++)
+            for (size_t oc = 0; oc < conv->oc; oc++)
+                db_total[oc] += conv->dbias_parts[part * conv->oc + oc];
+    }
+
+    for (size_t oc = 0; oc < conv->oc; oc++)
+        conv->dbias[oc] += (float)db_total[oc];
+    return EQ_OK;
+}
