@@ -708,6 +708,25 @@ static void conv2d_results_independent_of_threads(void **state)
     }
 }
 
+/* Relu and maxpool split their planes or elements over threads. */
+static void elementwise_results_independent_of_threads(void **state)
+{
+    (void)state;
+    eq_shape shape = eq_shape_make(8, 16, 28, 28);
+
+    eq_layer *relu = new_simple(eq_relu_create);
+    check_threads_bitwise(relu, shape, 760, "relu");
+    eq_layer_destroy(relu);
+
+    eq_layer *pool = new_maxpool(2, 2);
+    check_threads_bitwise(pool, shape, 770, "maxpool 2x2");
+    eq_layer_destroy(pool);
+
+    pool = new_maxpool(3, 2);
+    check_threads_bitwise(pool, shape, 780, "maxpool 3x3, stride 2");
+    eq_layer_destroy(pool);
+}
+
 /* --- Layer behaviour ------------------------------------------------------ */
 
 static void conv2d_backward_twice_is_repeatable(void **state)
@@ -806,6 +825,86 @@ static void maxpool_ties_go_to_first(void **state)
     eq_tensor_destroy(y);
     eq_tensor_destroy(x);
     eq_layer_destroy(pool);
+}
+
+/* Forward and backward of a size x size, stride `stride` max-pooling in
+ * plain loops: the first maximum in row-major window order, a NaN winning
+ * over numbers. dx is zeroed and gets dy at each window's maximum. */
+static void naive_maxpool(const float *x, size_t planes, size_t h, size_t w, size_t size, size_t stride,
+                          const float *dy, float *y, float *dx)
+{
+    const size_t oh = (h - size) / stride + 1, ow = (w - size) / stride + 1;
+
+    memset(dx, 0, planes * h * w * sizeof(float));
+    for (size_t c = 0; c < planes; c++) {
+        for (size_t i = 0; i < oh; i++) {
+            for (size_t j = 0; j < ow; j++) {
+                size_t best = c * h * w + i * stride * w + j * stride;
+                for (size_t a = 0; a < size; a++) {
+                    for (size_t b = 0; b < size; b++) {
+                        size_t at = c * h * w + (i * stride + a) * w + j * stride + b;
+                        if (isnan(x[best]))
+                            continue;
+                        if (isnan(x[at]) || x[at] > x[best])
+                            best = at;
+                    }
+                }
+                y[(c * oh + i) * ow + j] = x[best];
+                dx[best] += dy[(c * oh + i) * ow + j];
+            }
+        }
+    }
+}
+
+/* The vector path (four windows at a time) and the scalar window loop
+ * against the naive pooling, on values with many ties and some NaNs. */
+static void maxpool_matches_naive(void **state)
+{
+    (void)state;
+    static const size_t configs[][4] = { /* size, stride, h, w */
+        { 2, 2, 8, 8 }, { 2, 2, 7, 9 }, { 3, 2, 9, 8 }, { 3, 2, 9, 13 }, { 3, 3, 9, 9 },
+        { 2, 1, 5, 6 }, { 4, 4, 16, 20 },
+    };
+    eq_rng rng;
+
+    eq_rng_seed(&rng, 790);
+    for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
+        const size_t size = configs[k][0], stride = configs[k][1], h = configs[k][2], w = configs[k][3];
+        eq_layer *pool = new_maxpool(size, stride);
+        eq_tensor *x = new_tensor(eq_shape_make(2, 3, h, w));
+        eq_shape out;
+        assert_int_equal(eq_layer_output_shape(pool, x->shape, &out), EQ_OK);
+        eq_tensor *y = new_tensor(out), *dy = new_random_tensor(out, 791 + k, -1.0f, 1.0f);
+        eq_tensor *dx = new_tensor(x->shape);
+        float *y_ref = malloc(numel(y) * sizeof(float)), *dx_ref = malloc(numel(x) * sizeof(float));
+        assert_non_null(y_ref);
+        assert_non_null(dx_ref);
+
+        /* Four levels make ties common; one value in 16 is NaN. */
+        for (size_t i = 0; i < numel(x); i++) {
+            uint64_t r = eq_rng_below(&rng, 64);
+            x->data[i] = r < 4 ? NAN : (float)(r % 4);
+        }
+        naive_maxpool(x->data, 6, h, w, size, stride, dy->data, y_ref, dx_ref);
+        assert_int_equal(eq_layer_forward(pool, x, y), EQ_OK);
+        assert_int_equal(eq_layer_backward(pool, dy, dx), EQ_OK);
+
+        for (size_t i = 0; i < numel(y); i++) {
+            if (isnan(y_ref[i]))
+                assert_true(isnan(y->data[i]));
+            else
+                assert_true(y->data[i] == y_ref[i]);
+        }
+        assert_memory_equal(dx->data, dx_ref, numel(x) * sizeof(float));
+
+        free(dx_ref);
+        free(y_ref);
+        eq_tensor_destroy(dx);
+        eq_tensor_destroy(dy);
+        eq_tensor_destroy(y);
+        eq_tensor_destroy(x);
+        eq_layer_destroy(pool);
+    }
 }
 
 static void maxpool_overlapping_windows_add_gradients(void **state)
@@ -1315,12 +1414,14 @@ int main(void)
         cmocka_unit_test(conv2d_matches_reference),
         cmocka_unit_test(conv2d_output_independent_of_batch),
         cmocka_unit_test(conv2d_results_independent_of_threads),
+        cmocka_unit_test(elementwise_results_independent_of_threads),
         cmocka_unit_test(dense_output_independent_of_batch),
         cmocka_unit_test(elementwise_outputs_independent_of_batch),
         cmocka_unit_test(sequential_output_independent_of_batch),
         cmocka_unit_test(conv2d_backward_twice_is_repeatable),
         cmocka_unit_test(relu_passes_nan_and_zeroes_negatives),
         cmocka_unit_test(maxpool_ties_go_to_first),
+        cmocka_unit_test(maxpool_matches_naive),
         cmocka_unit_test(maxpool_overlapping_windows_add_gradients),
         cmocka_unit_test(flatten_keeps_order),
         cmocka_unit_test(dense_matches_hand_computed),

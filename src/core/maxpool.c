@@ -5,6 +5,14 @@
 
 #include "core/error.h"
 #include "core/layer_impl.h"
+#include "core/parallel.h"
+
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
+/* Input floats per parallel task: enough to repay waking a thread. */
+#define POOL_GRAIN_FLOATS 16384
 
 /* Long enough for any description: three size_t values and the fixed text. */
 #define DESCRIPTION_SIZE 128
@@ -49,10 +57,17 @@ static eq_status maxpool_output_shape(const eq_layer *layer, eq_shape in, eq_sha
     return EQ_OK;
 }
 
+/* Returns whether v replaces best as the window's running maximum: a larger
+ * number, or the first NaN, so a NaN reaches the output. Ties keep the
+ * earlier element. */
+static inline int takes_over(float v, float best)
+{
+    return (v > best) | ((v != v) & (best == best));
+}
+
 /* Finds the maximum of the window whose top-left corner is at offset
- * `corner` of the plane x_c (row length W). Ties go to the first maximum in
- * row-major window order, and a NaN wins over any number, so it reaches the
- * output. Returns the plane offset of the maximum. */
+ * `corner` of the plane x_c (row length W), scanning in row-major window
+ * order. Returns the plane offset of the maximum. */
 static uint32_t window_argmax(const float *x_c, size_t w, size_t corner, size_t size)
 {
     size_t best_at = corner;
@@ -62,21 +77,99 @@ static uint32_t window_argmax(const float *x_c, size_t w, size_t corner, size_t 
         const float *row = x_c + corner + kh * w;
         for (size_t kw = 0; kw < size; kw++) {
             float v = row[kw];
-            if (v > best || (v != v && best == best)) {
-                best = v;
-                best_at = corner + kh * w + kw;
-            }
+            int take = takes_over(v, best);
+            best = take ? v : best;
+            best_at = take ? corner + kh * w + kw : best_at;
         }
     }
     return (uint32_t)best_at;
+}
+
+#if defined(__x86_64__)
+/* Pools one output row four windows at a time in SSE2, which every x86-64
+ * CPU has. Lane l computes window ow + l with the scan order, tie rule and
+ * NaN rule of window_argmax, and selects without branches, which random
+ * data would mispredict. Returns the number of outputs done, and the caller
+ * finishes the rest. */
+static size_t pool_row_sse2(const float *x_c, size_t w, size_t row_corner, size_t ow_count, size_t size,
+                            size_t stride, float *y_row, uint32_t *argmax_row)
+{
+    size_t ow = 0;
+
+    for (; ow + 4 <= ow_count; ow += 4) {
+        const size_t c0 = row_corner + ow * stride;
+        const size_t c1 = c0 + stride, c2 = c1 + stride, c3 = c2 + stride;
+        __m128 best = _mm_set_ps(x_c[c3], x_c[c2], x_c[c1], x_c[c0]);
+        __m128i best_at = _mm_set_epi32((int)c3, (int)c2, (int)c1, (int)c0);
+
+        for (size_t kh = 0; kh < size; kh++) {
+            for (size_t kw = kh == 0 ? 1 : 0; kw < size; kw++) {
+                const size_t off = kh * w + kw;
+                __m128 v = _mm_set_ps(x_c[c3 + off], x_c[c2 + off], x_c[c1 + off], x_c[c0 + off]);
+                __m128 take = _mm_or_ps(_mm_cmpgt_ps(v, best),
+                                        _mm_and_ps(_mm_cmpunord_ps(v, v), _mm_cmpord_ps(best, best)));
+                __m128i at = _mm_set_epi32((int)(c3 + off), (int)(c2 + off), (int)(c1 + off), (int)(c0 + off));
+                __m128i take_i = _mm_castps_si128(take);
+
+                best = _mm_or_ps(_mm_and_ps(take, v), _mm_andnot_ps(take, best));
+                best_at = _mm_or_si128(_mm_and_si128(take_i, at), _mm_andnot_si128(take_i, best_at));
+            }
+        }
+        _mm_storeu_ps(y_row + ow, best);
+        _mm_storeu_si128((__m128i *)(argmax_row + ow), best_at);
+    }
+    return ow;
+}
+#endif
+
+typedef struct pool_task {
+    const maxpool *pool;
+    eq_shape in, out;
+    const float *x; /* forward input */
+    float *y;       /* forward output */
+    const float *dy;
+    float *dx;
+} pool_task;
+
+/* Pools planes [begin, end) of the (N * C) input planes. */
+static void forward_planes(void *ctx, size_t begin, size_t end)
+{
+    const pool_task *task = ctx;
+    const maxpool *pool = task->pool;
+    const size_t plane = task->in.h * task->in.w;
+    const size_t out_plane = task->out.h * task->out.w;
+
+    for (size_t nc = begin; nc < end; nc++) {
+        const float *x_nc = task->x + nc * plane;
+        float *y_nc = task->y + nc * out_plane;
+        uint32_t *argmax_nc = pool->argmax + nc * out_plane;
+
+        for (size_t oh = 0; oh < task->out.h; oh++) {
+            size_t ow = 0;
+#if defined(__x86_64__)
+            ow = pool_row_sse2(x_nc, task->in.w, oh * pool->stride * task->in.w, task->out.w, pool->size,
+                               pool->stride, y_nc + oh * task->out.w, argmax_nc + oh * task->out.w);
+#endif
+            for (; ow < task->out.w; ow++) {
+                size_t corner = oh * pool->stride * task->in.w + ow * pool->stride;
+                uint32_t at = window_argmax(x_nc, task->in.w, corner, pool->size);
+                argmax_nc[oh * task->out.w + ow] = at;
+                y_nc[oh * task->out.w + ow] = x_nc[at];
+            }
+        }
+    }
+}
+
+/* Planes per task, so that a task reads at least POOL_GRAIN_FLOATS. */
+static size_t plane_grain(size_t plane)
+{
+    return plane >= POOL_GRAIN_FLOATS ? 1 : POOL_GRAIN_FLOATS / plane;
 }
 
 static eq_status maxpool_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *y)
 {
     maxpool *pool = (maxpool *)layer;
     const eq_shape in = x->shape, out = y->shape;
-    const size_t plane = in.h * in.w;
-    const size_t out_plane = out.h * out.w;
     const size_t count = eq_shape_numel(out);
 
     if (count > pool->argmax_capacity) {
@@ -88,20 +181,28 @@ static eq_status maxpool_forward(eq_layer *layer, const eq_tensor *x, eq_tensor 
                             count);
     }
 
-    for (size_t nc = 0; nc < in.n * in.c; nc++) {
-        const float *x_nc = x->data + nc * plane;
-        float *y_nc = y->data + nc * out_plane;
-        uint32_t *argmax_nc = pool->argmax + nc * out_plane;
-        for (size_t oh = 0; oh < out.h; oh++) {
-            for (size_t ow = 0; ow < out.w; ow++) {
-                size_t corner = oh * pool->stride * in.w + ow * pool->stride;
-                uint32_t at = window_argmax(x_nc, in.w, corner, pool->size);
-                argmax_nc[oh * out.w + ow] = at;
-                y_nc[oh * out.w + ow] = x_nc[at];
-            }
-        }
-    }
+    pool_task task = { .pool = pool, .in = in, .out = out, .x = x->data, .y = y->data };
+    eq_parallel_for(in.n * in.c, plane_grain(in.h * in.w), forward_planes, &task);
     return EQ_OK;
+}
+
+/* Writes the input gradient of planes [begin, end): zero except at each
+ * window's maximum. Overlapping windows (stride < size) can share a
+ * maximum, hence +=. */
+static void backward_planes(void *ctx, size_t begin, size_t end)
+{
+    const pool_task *task = ctx;
+    const size_t plane = task->in.h * task->in.w;
+    const size_t out_plane = task->out.h * task->out.w;
+
+    memset(task->dx + begin * plane, 0, (end - begin) * plane * sizeof(float));
+    for (size_t nc = begin; nc < end; nc++) {
+        float *dx_nc = task->dx + nc * plane;
+        const float *dy_nc = task->dy + nc * out_plane;
+        const uint32_t *argmax_nc = task->pool->argmax + nc * out_plane;
+        for (size_t o = 0; o < out_plane; o++)
+            dx_nc[argmax_nc[o]] += dy_nc[o];
+    }
 }
 
 static eq_status maxpool_backward(eq_layer *layer, const eq_tensor *dy, eq_tensor *dx)
@@ -111,18 +212,8 @@ static eq_status maxpool_backward(eq_layer *layer, const eq_tensor *dy, eq_tenso
     if (!dx)
         return EQ_OK;
 
-    const size_t plane = dx->shape.h * dx->shape.w;
-    const size_t out_plane = dy->shape.h * dy->shape.w;
-    memset(dx->data, 0, eq_shape_numel(dx->shape) * sizeof(float));
-
-    /* Overlapping windows (stride < size) can share a maximum, hence +=. */
-    for (size_t nc = 0; nc < dx->shape.n * dx->shape.c; nc++) {
-        float *dx_nc = dx->data + nc * plane;
-        const float *dy_nc = dy->data + nc * out_plane;
-        const uint32_t *argmax_nc = pool->argmax + nc * out_plane;
-        for (size_t o = 0; o < out_plane; o++)
-            dx_nc[argmax_nc[o]] += dy_nc[o];
-    }
+    pool_task task = { .pool = pool, .in = dx->shape, .out = dy->shape, .dy = dy->data, .dx = dx->data };
+    eq_parallel_for(dx->shape.n * dx->shape.c, plane_grain(dx->shape.h * dx->shape.w), backward_planes, &task);
     return EQ_OK;
 }
 
