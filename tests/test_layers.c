@@ -12,6 +12,7 @@
 
 #include "equivar.h"
 #include "core/conv2d_ref.h"
+#include "core/im2col.h"
 #include "testutil.h"
 
 /* --- Helpers -------------------------------------------------------------- */
@@ -32,6 +33,11 @@ static eq_tensor *new_random_tensor(eq_shape shape, uint64_t seed, float low, fl
     eq_rng_seed(&rng, seed);
     eq_test_fill_uniform(t->data, eq_shape_numel(shape), &rng, low, high);
     return t;
+}
+
+static size_t min_size_t(size_t a, size_t b)
+{
+    return a < b ? a : b;
 }
 
 static size_t numel(const eq_tensor *t)
@@ -427,10 +433,87 @@ static void conv2d_matches_reference(void **state)
         { 2, 80, 4, 28, 28, 3, 3, 1, 1 },
         /* Two tiles of 113 positions that start and end inside output rows. */
         { 2, 300, 3, 30, 29, 3, 3, 2, 1 },
+        /* The same at stride 1: two tiles of 421 positions. */
+        { 1, 100, 2, 29, 29, 3, 3, 1, 1 },
     };
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_conv_against_reference(&cases[i], 300 + 10 * i);
+}
+
+/* Column-matrix entry (row k, position p) of one image by the definition. */
+static float naive_column(const eq_conv_geom *g, const float *x, size_t k, size_t p)
+{
+    size_t c = k / (g->kh * g->kw), kh = k / g->kw % g->kh, kw = k % g->kw;
+    size_t ih = p / g->ow * g->stride + kh, iw = p % g->ow * g->stride + kw;
+
+    if (ih < g->pad || iw < g->pad || ih - g->pad >= g->h || iw - g->pad >= g->w)
+        return 0.0f;
+    return x[(c * g->h + ih - g->pad) * g->w + iw - g->pad];
+}
+
+/* eq_im2col and eq_col2im_add against the definitions, bit for bit, for
+ * position ranges that start and end inside output rows. The "same"
+ * stride-1 geometries take the shifted-plane path, the others the
+ * per-row one. */
+static void im2col_matches_naive(void **state)
+{
+    (void)state;
+    static const size_t geoms[][7] = { /* c, h, w, kh, kw, stride, pad */
+        { 2, 5, 7, 3, 3, 1, 1 }, { 1, 6, 4, 5, 5, 1, 2 }, { 3, 4, 4, 1, 1, 1, 0 }, { 2, 3, 6, 3, 1, 1, 1 },
+        { 1, 2, 2, 5, 5, 1, 2 }, { 2, 7, 5, 3, 3, 2, 1 }, { 1, 6, 6, 2, 3, 1, 0 }, { 2, 5, 5, 3, 3, 1, 0 },
+    };
+    eq_rng rng;
+
+    eq_rng_seed(&rng, 401);
+    for (size_t i = 0; i < sizeof geoms / sizeof geoms[0]; i++) {
+        eq_conv_geom g = { geoms[i][0], geoms[i][1], geoms[i][2], geoms[i][3], geoms[i][4], geoms[i][5],
+                           geoms[i][6], 0, 0 };
+        g.oh = (g.h + 2 * g.pad - g.kh) / g.stride + 1;
+        g.ow = (g.w + 2 * g.pad - g.kw) / g.stride + 1;
+        const size_t rows = g.c * g.kh * g.kw, positions = g.oh * g.ow, image = g.c * g.h * g.w;
+        const size_t ranges[][2] = { { 0, positions }, { 1, positions - 1 }, { g.ow + 1, g.ow + 2 } };
+        float *x = malloc(image * sizeof(float)), *cols = malloc(rows * positions * sizeof(float));
+        float *dx = malloc(image * sizeof(float)), *dx_ref = malloc(image * sizeof(float));
+        assert_true(x && cols && dx && dx_ref);
+        eq_test_fill_uniform(x, image, &rng, -1.0f, 1.0f);
+
+        for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+            const size_t p0 = ranges[r][0], p1 = min_size_t(ranges[r][1], positions), width = p1 - p0;
+            if (p0 >= p1)
+                continue;
+            eq_im2col(&g, x, p0, p1, cols, width);
+            for (size_t k = 0; k < rows; k++) {
+                for (size_t p = p0; p < p1; p++) {
+                    float expected = naive_column(&g, x, k, p);
+                    if (memcmp(&cols[k * width + p - p0], &expected, sizeof expected) != 0)
+                        fail_msg("geometry %zu, positions [%zu, %zu): column (%zu, %zu) is %g, expected %g", i, p0,
+                                 p1, k, p, (double)cols[k * width + p - p0], (double)expected);
+                }
+            }
+
+            /* The adjoint: each dx element adds its entries in (kh, kw, p)
+             * order, as the loop below does. */
+            eq_test_fill_uniform(cols, rows * width, &rng, -1.0f, 1.0f);
+            eq_test_fill_uniform(dx, image, &rng, -1.0f, 1.0f);
+            memcpy(dx_ref, dx, image * sizeof(float));
+            eq_col2im_add(&g, cols, width, p0, p1, dx);
+            for (size_t k = 0; k < rows; k++) {
+                for (size_t p = p0; p < p1; p++) {
+                    size_t c = k / (g.kh * g.kw), kh = k / g.kw % g.kh, kw = k % g.kw;
+                    size_t ih = p / g.ow * g.stride + kh, iw = p % g.ow * g.stride + kw;
+                    if (ih < g.pad || iw < g.pad || ih - g.pad >= g.h || iw - g.pad >= g.w)
+                        continue;
+                    dx_ref[(c * g.h + ih - g.pad) * g.w + iw - g.pad] += cols[k * width + p - p0];
+                }
+            }
+            assert_memory_equal(dx, dx_ref, image * sizeof(float));
+        }
+        free(dx_ref);
+        free(dx);
+        free(cols);
+        free(x);
+    }
 }
 
 /* --- Exactness: a sample's result does not depend on its batch ------------ */
@@ -1412,6 +1495,7 @@ int main(void)
         cmocka_unit_test(maxpool_gradcheck),
         cmocka_unit_test(sequential_gradcheck),
         cmocka_unit_test(conv2d_matches_reference),
+        cmocka_unit_test(im2col_matches_naive),
         cmocka_unit_test(conv2d_output_independent_of_batch),
         cmocka_unit_test(conv2d_results_independent_of_threads),
         cmocka_unit_test(elementwise_results_independent_of_threads),

@@ -44,12 +44,13 @@ static eq_status reserve_scratch(eq_conv2d *conv, size_t slots, size_t cols_coun
         if (!grown)
             return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: cannot allocate scratch for %zu threads", slots);
         for (size_t s = conv->scratch_count; s < slots; s++)
-            grown[s] = (eq_conv2d_scratch){ NULL, NULL };
+            grown[s] = (eq_conv2d_scratch){ NULL, NULL, NULL };
         conv->scratch = grown;
 
         /* New slots start empty, so every slot is sized again below. */
         conv->scratch_count = slots;
         conv->cols_capacity = 0;
+        conv->rows_capacity = 0;
         conv->out_capacity = 0;
     }
 
@@ -71,12 +72,14 @@ void eq_conv2d_release_scratch(eq_conv2d *conv)
 {
     for (size_t s = 0; s < conv->scratch_count; s++) {
         eq_free(conv->scratch[s].cols);
+        eq_free(conv->scratch[s].rows);
         eq_free(conv->scratch[s].out);
     }
     free(conv->scratch);
     conv->scratch = NULL;
     conv->scratch_count = 0;
     conv->cols_capacity = 0;
+    conv->rows_capacity = 0;
     conv->out_capacity = 0;
 
     for (size_t i = 0; i < conv->pack_count; i++)
@@ -129,6 +132,18 @@ eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out)
         conv->pack_count = 2 * conv->branches;
     }
     return reserve_scratch(conv, (size_t)eq_get_num_threads(), cols_count, out_count);
+}
+
+eq_status eq_conv2d_reserve_rows(eq_conv2d *conv)
+{
+    eq_status status = EQ_OK;
+
+    if (conv->cols_capacity > conv->rows_capacity) {
+        for (size_t s = 0; s < conv->scratch_count && status == EQ_OK; s++)
+            status = reserve(&conv->scratch[s].rows, conv->cols_capacity, "transposed column");
+        conv->rows_capacity = status == EQ_OK ? conv->cols_capacity : 0;
+    }
+    return status;
 }
 
 size_t eq_conv2d_image_chunk_count(const eq_conv2d *conv)

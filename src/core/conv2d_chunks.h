@@ -13,6 +13,7 @@
 /* Buffers of one thread slot (see eq_parallel_for_slots). */
 typedef struct eq_conv2d_scratch {
     float *cols; /* (K, chunk columns) */
+    float *rows; /* (chunk columns, K): cols transposed, for the weight gradient */
     float *out;  /* (branches, OC, chunk columns): GEMM output or gathered dy of a multi-image chunk */
 } eq_conv2d_scratch;
 
@@ -36,6 +37,7 @@ typedef struct eq_conv2d {
     eq_conv2d_scratch *scratch; /* scratch_count slots */
     size_t scratch_count;
     size_t cols_capacity;    /* floats of each slot's cols */
+    size_t rows_capacity;    /* floats of each slot's rows, allocated by the first backward */
     size_t out_capacity;     /* floats of each slot's out */
 
     /* Weight block b packed for the forward (packs[b]) and transposed for
@@ -68,6 +70,10 @@ static inline size_t eq_conv2d_chunk_columns(const eq_conv2d_chunk *ch)
  * only, never on the thread count.
  * Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
 eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out);
+
+/* Gives every slot a rows buffer as large as its cols buffer.
+ * Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
+eq_status eq_conv2d_reserve_rows(eq_conv2d *conv);
 
 /* Frees the scratch and the gradient parts. */
 void eq_conv2d_release_scratch(eq_conv2d *conv);

@@ -6,6 +6,7 @@
 #include "core/conv2d_chunks.h"
 #include "core/error.h"
 #include "core/gemm.h"
+#include "core/gemm_pack.h"
 #include "core/parallel.h"
 
 /* Minimum number of weight gradient elements per reduction task. */
@@ -155,22 +156,24 @@ static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scrat
         const size_t block = kb * columns; /* floats of one block of cols */
         size_t ld_dy = positions;
 
+        /* rows (columns, K) = cols^T, transposed once here rather than in
+         * the packing of every weight-gradient GEMM that reads a block. */
         eq_conv2d_lower_chunk(conv, &ch, scratch->cols);
+        eq_transpose_floats(scratch->cols, columns, conv->k, columns, scratch->rows, conv->k);
         if (ch.count > 1) {
             for (size_t g = 0; g < n; g++)
                 eq_conv2d_gather_chunk(conv, &ch, g, dy, scratch->out + g * conv->oc * columns);
             ld_dy = columns;
         }
 
-        /* dw[:, block b] (OC, KB) += dy_g (OC, columns) * cols[block sources[g * n + b]]^T,
-         * starting from zero on the first tile. */
+        /* dw[:, block b] (OC, KB) += dy_g (OC, columns) * rows[:, block sources[g * n + b]]
+         * (columns, KB), starting from zero on the first tile. */
         for (size_t g = 0; g < n; g++) {
             const float *dy_g = ch.count > 1 ? scratch->out + g * conv->oc * columns
                                              : dy + (ch.n0 * n + g) * conv->oc * positions + ch.p0;
             for (size_t b = 0; b < n; b++)
-                eq_gemm(0, 1, conv->oc, kb, columns, 1.0f, dy_g, ld_dy,
-                        scratch->cols + conv->sources[g * n + b] * block, columns,
-                        t == 0 && g == 0 ? 0.0f : 1.0f, dw + b * kb, conv->k);
+                eq_gemm(0, 0, conv->oc, kb, columns, 1.0f, dy_g, ld_dy, scratch->rows + conv->sources[g * n + b] * kb,
+                        conv->k, t == 0 && g == 0 ? 0.0f : 1.0f, dw + b * kb, conv->k);
         }
         if (!dx)
             continue;
@@ -246,6 +249,8 @@ eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx)
      * deschedules from stalling the others for long. */
     size_t round = 2 * slots < chunks ? 2 * slots : chunks;
     eq_status status = reserve_parts(conv, round);
+    if (status == EQ_OK)
+        status = eq_conv2d_reserve_rows(conv);
     if (status == EQ_OK && dx)
         status = pack_weights(conv, 1);
     if (status != EQ_OK)

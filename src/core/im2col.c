@@ -1,7 +1,9 @@
 /* Column (im2col) lowering of a 2-d convolution and its adjoint (col2im). */
 #include "core/im2col.h"
 
+#include <stddef.h>
 #include <string.h>
+
 
 static size_t ceil_div(size_t a, size_t b)
 {
@@ -35,31 +37,38 @@ static void valid_range(size_t k, size_t pad, size_t stride, size_t size, size_t
 
 /* One output row segment ow in [begin, end) of one column-matrix row:
  * dst[ow - begin] = input row at ow * stride + kw - pad, zero outside
- * [lo, hi). src_row is NULL when the whole output row reads padding. */
-static void gather_segment(float *dst, const float *src_row, size_t begin, size_t end,
-                           size_t lo, size_t hi, size_t stride, size_t kw, size_t pad)
+ * [lo, hi). src_row is NULL when the whole output row reads padding.
+ * Plain loops rather than memcpy and memset calls, because segments are
+ * one output row long (often under 32 floats), where a call costs more
+ * than the copy. */
+static inline void gather_segment(float *dst, const float *src_row, size_t begin, size_t end,
+                                  size_t lo, size_t hi, size_t stride, size_t kw, size_t pad)
 {
     if (!src_row) {
-        memset(dst, 0, (end - begin) * sizeof(float));
+        for (size_t ow = begin; ow < end; ow++)
+            dst[ow - begin] = 0.0f;
         return;
     }
 
     size_t a = min_size(max_size(lo, begin), end);
     size_t b = max_size(min_size(hi, end), a);
-    memset(dst, 0, (a - begin) * sizeof(float));
-    if (stride == 1 && b > a) {
-        memcpy(dst + (a - begin), src_row + (a + kw - pad), (b - a) * sizeof(float));
+    for (size_t ow = begin; ow < a; ow++)
+        dst[ow - begin] = 0.0f;
+    if (stride == 1) {
+        for (size_t ow = a; ow < b; ow++)
+            dst[ow - begin] = src_row[ow + kw - pad];
     } else {
         for (size_t ow = a; ow < b; ow++)
             dst[ow - begin] = src_row[ow * stride + kw - pad];
     }
-    memset(dst + (b - begin), 0, (end - b) * sizeof(float));
+    for (size_t ow = b; ow < end; ow++)
+        dst[ow - begin] = 0.0f;
 }
 
 /* The adjoint of gather_segment: dx_row[ow * stride + kw - pad] += src for
  * ow in [max(lo, begin), min(hi, end)). */
-static void scatter_segment(float *dx_row, const float *src, size_t begin, size_t end,
-                            size_t lo, size_t hi, size_t stride, size_t kw, size_t pad)
+static inline void scatter_segment(float *dx_row, const float *src, size_t begin, size_t end,
+                                   size_t lo, size_t hi, size_t stride, size_t kw, size_t pad)
 {
     size_t a = max_size(lo, begin);
     size_t b = min_size(hi, end);
@@ -67,13 +76,71 @@ static void scatter_segment(float *dx_row, const float *src, size_t begin, size_
     if (a >= b)
         return;
     if (stride == 1) {
-        float *dst = dx_row + (a + kw - pad);
-        const float *from = src + (a - begin);
-        for (size_t i = 0; a + i < b; i++)
-            dst[i] += from[i];
+        for (size_t ow = a; ow < b; ow++)
+            dx_row[ow + kw - pad] += src[ow - begin];
     } else {
         for (size_t ow = a; ow < b; ow++)
             dx_row[ow * stride + kw - pad] += src[ow - begin];
+    }
+}
+
+/* Returns 1 for stride 1 with an output as large as the input ("same"
+ * padding), where output position p and input offset p + d line up for
+ * every kernel offset d. */
+static int same_stride1(const eq_conv_geom *geom)
+{
+    return geom->stride == 1 && geom->oh == geom->h && geom->ow == geom->w;
+}
+
+/* im2col for same_stride1 geometries: row (c, kh, kw) of the column matrix
+ * is the input plane shifted by d = (kh - pad) * W + (kw - pad), with zeros
+ * where the source row is outside the image and in the columns that the
+ * shift wraps around a row edge. One long copy per row replaces a copy per
+ * output row. */
+static void im2col_same_stride1(const eq_conv_geom *geom, const float *x, size_t p0, size_t p1,
+                                float *cols, size_t ld_cols)
+{
+    const size_t w = geom->w, plane = geom->h * geom->w;
+
+    for (size_t c = 0; c < geom->c; c++) {
+        const float *x_c = x + c * plane;
+        for (size_t kh = 0; kh < geom->kh; kh++) {
+            const ptrdiff_t dh = (ptrdiff_t)kh - (ptrdiff_t)geom->pad;
+            /* Output rows [r_lo, r_hi) read input rows inside the image. */
+            const size_t r_lo = dh < 0 ? (size_t)-dh : 0;
+            const size_t r_hi = dh > 0 ? geom->h - (size_t)dh : geom->h;
+            for (size_t kw = 0; kw < geom->kw; kw++) {
+                const ptrdiff_t dw = (ptrdiff_t)kw - (ptrdiff_t)geom->pad;
+                const ptrdiff_t d = dh * (ptrdiff_t)w + dw;
+                float *row = cols + ((c * geom->kh + kh) * geom->kw + kw) * ld_cols;
+
+                /* [a, b): positions on valid rows; [start, end): those whose
+                 * source offset p + d lies inside the plane. */
+                size_t a = min_size(max_size(r_lo * w, p0), p1);
+                size_t b = max_size(min_size(r_hi * w, p1), a);
+                size_t start = d < 0 ? max_size(a, min_size((size_t)-d, b)) : a;
+                size_t end = d > 0 ? max_size(min_size(b, plane - (size_t)d), start) : b;
+
+                /* Library calls here: the runs are hundreds of floats long,
+                 * and memcpy uses the widest vectors the CPU has. */
+                memset(row, 0, (start - p0) * sizeof(float));
+                if (end > start)
+                    memcpy(row + (start - p0), x_c + ((ptrdiff_t)start + d), (end - start) * sizeof(float));
+                memset(row + (end - p0), 0, (p1 - end) * sizeof(float));
+
+                /* Columns ow < -dw or ow >= W - dw wrapped into the
+                 * neighbouring row; they read padding. */
+                if (dw == 0 || a == b)
+                    continue;
+                size_t edge_lo = dw < 0 ? 0 : w - (size_t)dw;
+                size_t edge_hi = dw < 0 ? (size_t)-dw : w;
+                for (size_t oh = a / w; oh * w < b; oh++) {
+                    size_t from = max_size(oh * w + edge_lo, a), to = min_size(oh * w + edge_hi, b);
+                    for (size_t p = from; p < to; p++)
+                        row[p - p0] = 0.0f;
+                }
+            }
+        }
     }
 }
 
@@ -81,6 +148,12 @@ void eq_im2col(const eq_conv_geom *geom, const float *x, size_t p0, size_t p1,
                float *cols, size_t ld_cols)
 {
     const size_t plane = geom->h * geom->w;
+
+    if (same_stride1(geom)) {
+        im2col_same_stride1(geom, x, p0, p1, cols, ld_cols);
+        return;
+    }
+    const size_t oh_first = p0 / geom->ow, ow_first = p0 % geom->ow;
 
     for (size_t c = 0; c < geom->c; c++) {
         const float *x_c = x + c * plane; /* (H, W) */
@@ -93,9 +166,8 @@ void eq_im2col(const eq_conv_geom *geom, const float *x, size_t p0, size_t p1,
                 float *row = cols + ((c * geom->kh + kh) * geom->kw + kw) * ld_cols;
 
                 /* [p0, p1) may start and end inside an output row. */
-                for (size_t p = p0; p < p1;) {
-                    size_t oh = p / geom->ow;
-                    size_t begin = p % geom->ow;
+                size_t oh = oh_first, begin = ow_first;
+                for (size_t p = p0; p < p1; oh++, begin = 0) {
                     size_t end = min_size(geom->ow, begin + (p1 - p));
                     const float *src_row = NULL;
                     if (oh >= oh_lo && oh < oh_hi)
@@ -113,6 +185,7 @@ void eq_col2im_add(const eq_conv_geom *geom, const float *cols, size_t ld_cols,
                    size_t p0, size_t p1, float *dx)
 {
     const size_t plane = geom->h * geom->w;
+    const size_t oh_first = p0 / geom->ow, ow_first = p0 % geom->ow;
 
     for (size_t c = 0; c < geom->c; c++) {
         float *dx_c = dx + c * plane; /* (H, W) */
@@ -124,9 +197,8 @@ void eq_col2im_add(const eq_conv_geom *geom, const float *cols, size_t ld_cols,
                 valid_range(kw, geom->pad, geom->stride, geom->w, geom->ow, &ow_lo, &ow_hi);
                 const float *row = cols + ((c * geom->kh + kh) * geom->kw + kw) * ld_cols;
 
-                for (size_t p = p0; p < p1;) {
-                    size_t oh = p / geom->ow;
-                    size_t begin = p % geom->ow;
+                size_t oh = oh_first, begin = ow_first;
+                for (size_t p = p0; p < p1; oh++, begin = 0) {
                     size_t end = min_size(geom->ow, begin + (p1 - p));
                     if (oh >= oh_lo && oh < oh_hi) {
                         float *dx_row = dx_c + (oh * geom->stride + kh - geom->pad) * geom->w;
