@@ -87,6 +87,8 @@ void eq_conv2d_release_scratch(eq_conv2d *conv)
     free(conv->packs);
     conv->packs = NULL;
     conv->pack_count = 0;
+    eq_free(conv->weight_rows);
+    conv->weight_rows = NULL;
 
     eq_free(conv->dweight_parts);
     eq_free(conv->dbias_parts);

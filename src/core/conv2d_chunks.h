@@ -40,10 +40,12 @@ typedef struct eq_conv2d {
     size_t rows_capacity;    /* floats of each slot's rows, allocated by the first backward */
     size_t out_capacity;     /* floats of each slot's out */
 
-    /* Weight block b packed for the forward (packs[b]) and transposed for
-     * the input gradient (packs[branches + b]). */
+    /* Weight block b packed for the forward (packs[b]), and the weights
+     * that map the output gradient to block c of the column gradient
+     * (packs[branches + c]), built in weight_rows (OC * K floats). */
     eq_gemm_packed *packs;
     size_t pack_count;
+    float *weight_rows;
 
     /* Weight and bias gradients of single image chunks, added to dweight
      * and dbias in image order after each round of chunks. */

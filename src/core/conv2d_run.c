@@ -72,19 +72,47 @@ static void forward_items(void *ctx, size_t slot, size_t begin, size_t end)
     }
 }
 
-/* Packs weight block b (OC, KB) for every b, or with `transposed` its
- * transpose (KB, OC), into packs[b] or packs[branches + b]. */
-static eq_status pack_weights(eq_conv2d *conv, int transposed)
+/* Packs weight block b (OC, KB) for every b into packs[b]. */
+static eq_status pack_forward_weights(eq_conv2d *conv)
 {
     const size_t n = conv->branches, kb = conv->k / n;
     const size_t columns = conv->images_per_chunk * conv->tile;
 
     for (size_t b = 0; b < n; b++) {
-        eq_status status = transposed
-                               ? eq_gemm_pack(&conv->packs[n + b], 1, kb, conv->oc, conv->weight + b * kb, conv->k,
-                                              columns)
-                               : eq_gemm_pack(&conv->packs[b], 0, conv->oc, kb, conv->weight + b * kb, conv->k,
-                                              columns);
+        eq_status status = eq_gemm_pack(&conv->packs[b], 0, conv->oc, kb, conv->weight + b * kb, conv->k, columns);
+        if (status != EQ_OK)
+            return status;
+    }
+    return EQ_OK;
+}
+
+/* Packs, for every block c of the column matrix, the matrix that maps the
+ * output gradients of all branches to that block's gradient: A_c (KB,
+ * n * OC) with A_c[r][g * OC + o] = weight[o][b * KB + r] for the b with
+ * sources[g * n + b] == c, into packs[n + c]. */
+static eq_status pack_input_gradient_weights(eq_conv2d *conv)
+{
+    const size_t n = conv->branches, kb = conv->k / n, oc = conv->oc;
+    const size_t columns = conv->images_per_chunk * conv->tile;
+
+    /* (n * OC, KB): A_c transposed, as many floats as the weights. */
+    if (!conv->weight_rows) {
+        conv->weight_rows = eq_alloc_floats(oc * conv->k);
+        if (!conv->weight_rows)
+            return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: cannot allocate %zu floats to pack the weights",
+                            oc * conv->k);
+    }
+    float *rows = conv->weight_rows;
+
+    for (size_t c = 0; c < n; c++) {
+        for (size_t g = 0; g < n; g++) {
+            size_t b = 0;
+            while (conv->sources[g * n + b] != c)
+                b++;
+            for (size_t o = 0; o < oc; o++)
+                memcpy(rows + (g * oc + o) * kb, conv->weight + o * conv->k + b * kb, kb * sizeof(float));
+        }
+        eq_status status = eq_gemm_pack(&conv->packs[n + c], 1, kb, n * oc, rows, kb, columns);
         if (status != EQ_OK)
             return status;
     }
@@ -96,7 +124,7 @@ eq_status eq_conv2d_run_forward(eq_conv2d *conv, float *y)
     run_ctx run = { .conv = conv, .y = y };
     size_t items = eq_conv2d_image_chunk_count(conv) * eq_conv2d_tile_count(conv);
 
-    eq_status status = pack_weights(conv, 0);
+    eq_status status = pack_forward_weights(conv);
     if (status != EQ_OK)
         return status;
 
@@ -178,17 +206,15 @@ static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scrat
         if (!dx)
             continue;
 
-        /* dcols[block sources[g * n + b]] += weight[:, block b]^T (KB, OC) * dy_g (OC, columns),
-         * written over cols, which the weight gradient no longer needs. Every
-         * row of the source table is a permutation, so branch 0 writes each
-         * block once with beta 0 before the other branches add to it. */
-        for (size_t g = 0; g < n; g++) {
-            const float *dy_g = ch.count > 1 ? scratch->out + g * conv->oc * columns
-                                             : dy + (ch.n0 * n + g) * conv->oc * positions + ch.p0;
-            for (size_t b = 0; b < n; b++)
-                eq_gemm_packed_run(&conv->packs[n + b], 0, columns, 1.0f, dy_g, ld_dy, g == 0 ? 0.0f : 1.0f,
-                                   scratch->cols + conv->sources[g * n + b] * block, columns);
-        }
+        /* dcols[block c] (KB, columns) = A_c (KB, n * OC) * dy (n * OC, columns),
+         * the sum over every branch g of weight[:, block b]^T * dy_g for the
+         * b that reads block c, as one product with K = n * OC. Written
+         * over cols, which the weight gradient no longer needs. The rows
+         * (g, o) of dy are those of the chunk's n consecutive samples. */
+        const float *dy_all = ch.count > 1 ? scratch->out : dy + ch.n0 * n * conv->oc * positions + ch.p0;
+        for (size_t c = 0; c < n; c++)
+            eq_gemm_packed_run(&conv->packs[n + c], 0, columns, 1.0f, dy_all, ld_dy, 0.0f,
+                               scratch->cols + c * block, columns);
         eq_conv2d_unlower_chunk(conv, &ch, scratch->cols, dx);
     }
 }
@@ -252,7 +278,7 @@ eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx)
     if (status == EQ_OK)
         status = eq_conv2d_reserve_rows(conv);
     if (status == EQ_OK && dx)
-        status = pack_weights(conv, 1);
+        status = pack_input_gradient_weights(conv);
     if (status != EQ_OK)
         return status;
 
