@@ -11,6 +11,7 @@
 
 #include "equivar.h"
 #include "equivar/equivarify.h"
+#include "equivarify/fused.h"
 #include "testutil.h"
 
 /* --- Fixtures -------------------------------------------------------------- */
@@ -758,6 +759,94 @@ static void equivariant_append_checks_actions(void **state)
     eq_group_destroy(d4);
 }
 
+/* Output, input gradient and weight gradient of one training pass of f
+ * with `threads` threads. */
+typedef struct thread_run {
+    float *y, *dx, *dweight;
+    size_t y_bytes, dx_bytes, dweight_bytes;
+} thread_run;
+
+static thread_run run_with_threads(eq_layer *f, const eq_tensor *x, int threads)
+{
+    thread_run run;
+    eq_param weight;
+
+    assert_int_equal(eq_set_num_threads(threads), EQ_OK);
+    eq_tensor *y = output_for(f, x->shape);
+    eq_tensor *dy = random_tensor(y->shape, 820);
+    eq_tensor *dx = NULL;
+    assert_int_equal(eq_tensor_create(x->shape, &dx), EQ_OK);
+
+    eq_layer_zero_grad(f);
+    assert_int_equal(eq_layer_forward(f, x, y), EQ_OK);
+    assert_int_equal(eq_layer_backward(f, dy, dx), EQ_OK);
+    assert_int_equal(eq_layer_param(f, 0, &weight), EQ_OK);
+
+    run.y_bytes = eq_shape_numel(y->shape) * sizeof(float);
+    run.dx_bytes = eq_shape_numel(x->shape) * sizeof(float);
+    run.dweight_bytes = weight.count * sizeof(float);
+    run.y = malloc(run.y_bytes);
+    run.dx = malloc(run.dx_bytes);
+    run.dweight = malloc(run.dweight_bytes);
+    assert_true(run.y && run.dx && run.dweight);
+    memcpy(run.y, y->data, run.y_bytes);
+    memcpy(run.dx, dx->data, run.dx_bytes);
+    memcpy(run.dweight, weight.grad, run.dweight_bytes);
+
+    eq_tensor_destroy(dx);
+    eq_tensor_destroy(dy);
+    eq_tensor_destroy(y);
+    return run;
+}
+
+static void free_thread_run(thread_run *run)
+{
+    free(run->y);
+    free(run->dx);
+    free(run->dweight);
+}
+
+/* The generic path stacks the transformed copies of the samples and adds
+ * their gradients back in parallel over samples; inputs large enough to
+ * split give the bits of one thread with two and three. */
+static void generic_path_independent_of_threads(void **state)
+{
+    (void)state;
+    int saved = eq_get_num_threads();
+    eq_group *c4;
+
+    assert_int_equal(eq_group_c4(&c4), EQ_OK);
+    eq_layer *lift = equivarified(conv_relu(1, 2), c4, EQ_ACTION_PIXELS);
+    eq_layer *regular = equivarified(conv_relu(4 * 2, 2), c4, EQ_ACTION_BLOCKS);
+    assert_int_equal(eq_equivarify_set_fused(regular, 0), EQ_OK);
+    eq_layer *layers[2] = { lift, regular };
+    eq_tensor *inputs[2] = { random_tensor(eq_shape_make(16, 1, 28, 28), 821),
+                             random_tensor(eq_shape_make(6, 4 * 2, 28, 28), 822) };
+    eq_rng rng;
+
+    eq_rng_seed(&rng, 823);
+    for (size_t i = 0; i < 2; i++) {
+        eq_layer_init_he(layers[i], &rng);
+        thread_run one = run_with_threads(layers[i], inputs[i], 1);
+        for (int threads = 2; threads <= 3; threads++) {
+            thread_run many = run_with_threads(layers[i], inputs[i], threads);
+            assert_int_equal(eq_equivarify_used_fused(layers[i]), 0);
+            if (memcmp(one.y, many.y, one.y_bytes) != 0)
+                fail_msg("layer %zu: output with %d threads differs from 1 thread", i, threads);
+            if (memcmp(one.dx, many.dx, one.dx_bytes) != 0)
+                fail_msg("layer %zu: input gradient with %d threads differs from 1 thread", i, threads);
+            if (memcmp(one.dweight, many.dweight, one.dweight_bytes) != 0)
+                fail_msg("layer %zu: weight gradient with %d threads differs from 1 thread", i, threads);
+            free_thread_run(&many);
+        }
+        free_thread_run(&one);
+        eq_tensor_destroy(inputs[i]);
+        eq_layer_destroy(layers[i]);
+    }
+    eq_group_destroy(c4);
+    assert_int_equal(eq_set_num_threads(saved), EQ_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -777,6 +866,7 @@ int main(void)
         cmocka_unit_test(check_equivariance_measures_error),
         cmocka_unit_test(invariant_pool_is_invariant),
         cmocka_unit_test(equivariant_append_checks_actions),
+        cmocka_unit_test(generic_path_independent_of_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -333,6 +333,25 @@ static void sequential_fused_matches_generic(void **state)
         assert_paths_agree(f, x, 90, "sequential(dense)");
         eq_tensor_destroy(x);
         eq_layer_destroy(f);
+
+        /* A flatten before the dense layer is skipped, with and without
+         * layers after the dense one. */
+        for (size_t rest = 0; rest < 2; rest++) {
+            assert_int_equal(eq_sequential_create(&h), EQ_OK);
+            append(h, eq_flatten_create(&layer), &layer);
+            layer = dense(2 * n * 3 * 3, 5);
+            append(h, EQ_OK, &layer);
+            if (rest) {
+                append(h, eq_relu_create(&layer), &layer);
+                layer = dense(5, 3);
+                append(h, EQ_OK, &layer);
+            }
+            f = regular(h, group, 91 + rest);
+            x = random_tensor(eq_shape_make(3, 2 * n, 3, 3), 93 + rest);
+            assert_paths_agree(f, x, 95 + rest, rest ? "flatten-dense-relu-dense" : "flatten-dense");
+            eq_tensor_destroy(x);
+            eq_layer_destroy(f);
+        }
         eq_group_destroy(group);
     }
 }
@@ -450,6 +469,20 @@ static void fused_network_bitwise_equivariant(void **state)
         assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
         x = random_tensor(eq_shape_make(3, 5 * n, 1, 1), 106 + gi);
         assert_bitwise_equivariant(f, group, EQ_ACTION_BLOCKS, x, "dense");
+        assert_int_equal(eq_equivarify_used_fused(f), 1);
+        eq_tensor_destroy(x);
+        eq_layer_destroy(f);
+
+        /* So does a flatten followed by a dense layer, on a spatial input. */
+        eq_layer *h, *layer;
+        assert_int_equal(eq_sequential_create(&h), EQ_OK);
+        append(h, eq_flatten_create(&layer), &layer);
+        layer = dense(2 * n * 3 * 3, 7);
+        append(h, EQ_OK, &layer);
+        f = regular(h, group, 108 + gi);
+        assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
+        x = random_tensor(eq_shape_make(2, 2 * n, 3, 3), 110 + gi);
+        assert_bitwise_equivariant(f, group, EQ_ACTION_BLOCKS, x, "flatten-dense");
         assert_int_equal(eq_equivarify_used_fused(f), 1);
         eq_tensor_destroy(x);
         eq_layer_destroy(f);

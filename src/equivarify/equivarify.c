@@ -11,9 +11,10 @@
  *
  * The aligned variant then turns block g back by g^-1 on its pixels.
  *
- * For a regular input and an h that starts with a conv2d or dense layer,
- * the fused path (fused.c) skips the copies: that layer computes every
- * branch from x itself, with the same output layout. */
+ * For a regular input and an h that starts with a conv2d or dense layer
+ * (flatten-dense included), the fused path (fused.c) skips the copies:
+ * that layer computes every branch from x itself, with the same output
+ * layout. */
 #include "equivar/equivarify.h"
 
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 
 #include "core/error.h"
 #include "core/layer_impl.h"
+#include "core/parallel.h"
 #include "equivarify/action.h"
 #include "equivarify/fused.h"
 #include "equivarify/group_impl.h"
@@ -152,6 +154,49 @@ static void turn_blocks_back(equivarify_layer *layer, eq_tensor *y)
     }
 }
 
+/* Floats copied per parallel task of the stacking and unstacking loops:
+ * enough to repay waking a thread. */
+#define STACK_GRAIN_FLOATS 16384
+
+typedef struct stack_task {
+    const equivarify_layer *layer;
+    size_t sample; /* floats per sample of x */
+    const float *x;
+    float *dx;
+} stack_task;
+
+/* stacked[i * n + g] = g . x[i] for items i * n + g in [begin, end). */
+static void stack_items(void *ctx, size_t begin, size_t end)
+{
+    const stack_task *task = ctx;
+    const size_t n = task->layer->group->order;
+
+    for (size_t item = begin; item < end; item++)
+        eq_action_apply(&task->layer->in_maps, item % n, task->x + item / n * task->sample,
+                        task->layer->stacked.data + item * task->sample);
+}
+
+/* dx[i] = sum over g, in element order, of the adjoint of g applied to
+ * dstacked[i * n + g], for samples i in [begin, end). */
+static void unstack_samples(void *ctx, size_t begin, size_t end)
+{
+    const stack_task *task = ctx;
+    const size_t n = task->layer->group->order;
+
+    memset(task->dx + begin * task->sample, 0, (end - begin) * task->sample * sizeof(float));
+    for (size_t i = begin; i < end; i++)
+        for (size_t g = 0; g < n; g++)
+            eq_action_apply_adjoint_add(&task->layer->in_maps, g,
+                                        task->layer->dstacked.data + (i * n + g) * task->sample,
+                                        task->dx + i * task->sample);
+}
+
+/* Returns the number of items of `floats` floats each per parallel task. */
+static size_t items_per_task(size_t floats)
+{
+    return floats >= STACK_GRAIN_FLOATS ? 1 : STACK_GRAIN_FLOATS / floats;
+}
+
 /* The fused path needs the regular action, because its source table is
  * the block permutation, and a plain output, because the aligned variant's
  * turned filters would need another tap order per branch. */
@@ -184,11 +229,8 @@ static eq_status equivarify_forward(eq_layer *base, const eq_tensor *x, eq_tenso
         return status;
     layer->stacked.shape = stacked;
 
-    /* stacked[i * n + g] = g . x[i] */
-    size_t sample = x->shape.c * x->shape.h * x->shape.w;
-    for (size_t i = 0; i < x->shape.n; i++)
-        for (size_t g = 0; g < n; g++)
-            eq_action_apply(&layer->in_maps, g, x->data + i * sample, layer->stacked.data + (i * n + g) * sample);
+    stack_task task = { .layer = layer, .sample = x->shape.c * x->shape.h * x->shape.w, .x = x->data };
+    eq_parallel_for(x->shape.n * n, items_per_task(task.sample), stack_items, &task);
 
     eq_tensor h_out = branch_view(layer, y->shape, y->data);
     status = eq_layer_forward(layer->h, &layer->stacked, &h_out);
@@ -242,14 +284,8 @@ static eq_status equivarify_backward(eq_layer *base, const eq_tensor *dy, eq_ten
     if (status != EQ_OK || !dx)
         return status;
 
-    /* dx[i] = sum over g, in element order, of the adjoint of g applied to
-     * dstacked[i * n + g]. */
-    size_t sample = dx->shape.c * dx->shape.h * dx->shape.w;
-    memset(dx->data, 0, eq_shape_numel(dx->shape) * sizeof(float));
-    for (size_t i = 0; i < dx->shape.n; i++)
-        for (size_t g = 0; g < n; g++)
-            eq_action_apply_adjoint_add(&layer->in_maps, g, layer->dstacked.data + (i * n + g) * sample,
-                                        dx->data + i * sample);
+    stack_task task = { .layer = layer, .sample = dx->shape.c * dx->shape.h * dx->shape.w, .dx = dx->data };
+    eq_parallel_for(dx->shape.n, items_per_task(n * task.sample), unstack_samples, &task);
     return EQ_OK;
 }
 

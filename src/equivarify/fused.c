@@ -33,19 +33,44 @@ static int is_fusable(const eq_layer *layer)
     return eq_conv2d_is(layer) || eq_dense_is(layer);
 }
 
-eq_layer *eq_fused_first_layer(eq_layer *h)
+/* Finds the layer that the fused path computes and sets *index to its
+ * position in a sequential h (0 when h itself is that layer). A flatten
+ * before a dense layer is skipped: it does not move data, and the dense
+ * layer reads an (N, C, H, W) input as flattened, with the same blocks. */
+static eq_layer *find_fused(eq_layer *h, size_t *index)
 {
+    *index = 0;
     if (is_fusable(h))
         return h;
 
     eq_layer *first = eq_sequential_get(h, 0);
-    return is_fusable(first) ? first : NULL;
+    if (is_fusable(first))
+        return first;
+
+    eq_layer *second = eq_sequential_get(h, 1);
+    if (first && strcmp(eq_layer_kind(first), "flatten") == 0 && eq_dense_is(second)) {
+        *index = 1;
+        return second;
+    }
+    return NULL;
 }
 
-/* Layers 1.. of a sequential h follow the fused layer. */
-static int has_rest(eq_layer *h)
+eq_layer *eq_fused_first_layer(eq_layer *h)
 {
-    return !is_fusable(h) && eq_sequential_length(h) > 1;
+    size_t index;
+
+    return find_fused(h, &index);
+}
+
+/* Returns the index of the first layer of a sequential h after the fused
+ * one, or 0 when no layer follows it. */
+static size_t rest_start(eq_layer *h)
+{
+    size_t index;
+
+    if (!find_fused(h, &index) || is_fusable(h) || eq_sequential_length(h) <= index + 1)
+        return 0;
+    return index + 1;
 }
 
 /* Grows t->data to `count` floats, dropping the old contents. */
@@ -99,7 +124,8 @@ eq_status eq_fused_forward(eq_fused *fused, const char *who, eq_layer *h, const 
 
     /* Without a rest, the fused layer writes h's output directly. */
     eq_tensor *target = h_out;
-    if (has_rest(h)) {
+    size_t rest = rest_start(h);
+    if (rest > 0) {
         eq_shape stacked = eq_shape_make(h_out->shape.n, x->shape.c, x->shape.h, x->shape.w);
         eq_shape shape;
         status = eq_layer_output_shape(first, stacked, &shape);
@@ -116,7 +142,7 @@ eq_status eq_fused_forward(eq_fused *fused, const char *who, eq_layer *h, const 
     else
         status = eq_dense_forward_blocks(first, n, fused->sources, x, target);
     if (status == EQ_OK && target != h_out)
-        status = eq_sequential_forward_from(h, 1, target, h_out);
+        status = eq_sequential_forward_from(h, rest, target, h_out);
     fused->active = status == EQ_OK;
     return status;
 }
@@ -131,13 +157,14 @@ eq_status eq_fused_backward(eq_fused *fused, const char *who, eq_layer *h, const
     if (!fused->active || !first)
         return eq_error(EQ_ERR_STATE, "%s: no fused forward call to differentiate", who);
 
-    if (has_rest(h)) {
+    size_t rest = rest_start(h);
+    if (rest > 0) {
         status = reserve(who, &fused->dfirst_out, &fused->dfirst_out_capacity,
                          eq_shape_numel(fused->first_out.shape));
         if (status != EQ_OK)
             return status;
         fused->dfirst_out.shape = fused->first_out.shape;
-        status = eq_sequential_backward_from(h, 1, dh_out, &fused->dfirst_out);
+        status = eq_sequential_backward_from(h, rest, dh_out, &fused->dfirst_out);
         if (status != EQ_OK)
             return status;
         grad = &fused->dfirst_out;

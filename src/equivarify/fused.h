@@ -1,8 +1,9 @@
 /* The fused path of eq_equivarify for a regular input (internal).
  *
  * With the EQ_ACTION_BLOCKS input action, branch g of F reads input block b
- * from block b * g of x. When h starts with a conv2d or a dense layer, that
- * layer computes all n branches from x itself through the core
+ * from block b * g of x. When h starts with a conv2d or a dense layer (or
+ * a flatten and then a dense layer), that layer computes all n branches
+ * from x itself through the core
  * multi-branch calls (core/blocks.h), with the source table
  * sources[g * n + b] = b * g, instead of from n block-permuted copies of x.
  * Its sums run over the weights' blocks in a fixed order, so F(k . x) still
@@ -27,7 +28,7 @@ typedef struct eq_fused {
 
 /* Returns the layer that the fused path computes: h itself if it is a
  * conv2d or a dense layer, child 0 of a sequential h if that child is one,
- * else NULL. */
+ * child 1 if child 0 is a flatten and child 1 a dense layer, else NULL. */
 eq_layer *eq_fused_first_layer(eq_layer *h);
 
 /* Computes h's output for every branch, (n * N, C', H', W') in h_out, from
@@ -53,7 +54,8 @@ int eq_equivarify_fused_default(void);
 /* Turns the fused path of an eq_equivarify layer on (enabled != 0) or off,
  * so that tests and benchmarks can compare it with the generic path. Off,
  * or for an aligned layer, another input action or an h that does not
- * start with a conv2d or dense layer, F takes the generic path.
+ * start with a conv2d or dense layer (after at most a flatten before a
+ * dense one), F takes the generic path.
  * Returns EQ_OK or EQ_ERR_INVALID_ARGUMENT (not an equivarify layer). */
 eq_status eq_equivarify_set_fused(eq_layer *layer, int enabled);
 
