@@ -429,11 +429,11 @@ static void conv2d_matches_reference(void **state)
         { 3, 2, 2, 5, 4, 3, 3, 4, 2 }, /* stride larger than the kernel */
         /* Column matrices of 225792 floats: two images per chunk, 3 chunks. */
         { 5, 32, 4, 28, 28, 3, 3, 1, 1 },
-        /* 564480 floats per image: each image in two tiles of 392 positions. */
+        /* 564480 floats per image: each image in tiles of 704 and 80 positions. */
         { 2, 80, 4, 28, 28, 3, 3, 1, 1 },
-        /* Two tiles of 113 positions that start and end inside output rows. */
+        /* Tiles of 192 and 33 positions that start and end inside output rows. */
         { 2, 300, 3, 30, 29, 3, 3, 2, 1 },
-        /* The same at stride 1: two tiles of 421 positions. */
+        /* The same at stride 1: tiles of 576 and 265 positions. */
         { 1, 100, 2, 29, 29, 3, 3, 1, 1 },
     };
 

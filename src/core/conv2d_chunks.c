@@ -19,6 +19,10 @@
  * 5-10% slower with 1 MiB. */
 #define COLS_BUDGET ((size_t)1 << 19)
 
+/* Positions per tile are rounded down to a multiple of this: 32 floats are
+ * two 64-byte cache lines and the width of the widest GEMM tiles. */
+#define TILE_ALIGN 32
+
 static size_t min_size(size_t a, size_t b)
 {
     return a < b ? a : b;
@@ -45,12 +49,12 @@ static eq_status reserve_scratch(eq_conv2d *conv, size_t slots, size_t cols_coun
             return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: cannot allocate scratch for %zu threads", slots);
         for (size_t s = conv->scratch_count; s < slots; s++)
             grown[s] = (eq_conv2d_scratch){ NULL, NULL, NULL };
-        conv->scratch = grown;
 
         /* New slots start empty, so every slot is sized again below. */
+        conv->scratch = grown;
         conv->scratch_count = slots;
         conv->cols_capacity = 0;
-        conv->rows_capacity = 0;
+        conv->terms_capacity = 0;
         conv->out_capacity = 0;
     }
 
@@ -59,6 +63,16 @@ static eq_status reserve_scratch(eq_conv2d *conv, size_t slots, size_t cols_coun
         for (size_t s = 0; s < conv->scratch_count && status == EQ_OK; s++)
             status = reserve(&conv->scratch[s].cols, cols_count, "column");
         conv->cols_capacity = status == EQ_OK ? cols_count : 0;
+    }
+    if (status == EQ_OK && conv->branches > conv->terms_capacity) {
+        for (size_t s = 0; s < conv->scratch_count && status == EQ_OK; s++) {
+            free(conv->scratch[s].terms);
+            conv->scratch[s].terms = malloc(conv->branches * sizeof *conv->scratch[s].terms);
+            if (!conv->scratch[s].terms)
+                status = eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: cannot allocate %zu product terms",
+                                  conv->branches);
+        }
+        conv->terms_capacity = status == EQ_OK ? conv->branches : 0;
     }
     if (status == EQ_OK && out_count > conv->out_capacity) {
         for (size_t s = 0; s < conv->scratch_count && status == EQ_OK; s++)
@@ -72,14 +86,14 @@ void eq_conv2d_release_scratch(eq_conv2d *conv)
 {
     for (size_t s = 0; s < conv->scratch_count; s++) {
         eq_free(conv->scratch[s].cols);
-        eq_free(conv->scratch[s].rows);
+        free(conv->scratch[s].terms);
         eq_free(conv->scratch[s].out);
     }
     free(conv->scratch);
     conv->scratch = NULL;
     conv->scratch_count = 0;
     conv->cols_capacity = 0;
-    conv->rows_capacity = 0;
+    conv->terms_capacity = 0;
     conv->out_capacity = 0;
 
     for (size_t i = 0; i < conv->pack_count; i++)
@@ -109,16 +123,20 @@ eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out)
         conv->images_per_chunk = min_size(COLS_BUDGET / image_cols, in.n);
         conv->tile = positions;
     } else {
-        /* Equal tiles, each at most max_tile columns (at least one). */
+        /* Tiles of at most max_tile columns (at least one), a multiple of
+         * TILE_ALIGN when that fits, so that the tiles of a row start on a
+         * 64-byte boundary and fill whole micro-kernel tiles. */
         size_t max_tile = COLS_BUDGET / conv->k > 0 ? COLS_BUDGET / conv->k : 1;
-        size_t tiles = (positions + max_tile - 1) / max_tile;
         conv->images_per_chunk = 1;
-        conv->tile = (positions + tiles - 1) / tiles;
+        conv->tile = max_tile >= TILE_ALIGN ? max_tile / TILE_ALIGN * TILE_ALIGN : max_tile;
     }
 
-    size_t columns = conv->images_per_chunk * conv->tile; /* no overflow: bounded by N * OH * OW */
+    /* Rows 64 bytes apart keep the vector loads of the GEMM and of the row
+     * products on single cache lines. No overflow: bounded by N * OH * OW. */
+    size_t columns = conv->images_per_chunk * conv->tile;
+    conv->ld = (columns + 15) / 16 * 16;
     size_t cols_count, out_count;
-    if (!eq_size_mul(conv->k, columns, &cols_count) || !eq_size_mul(conv->oc, columns, &out_count)
+    if (!eq_size_mul(conv->k, conv->ld, &cols_count) || !eq_size_mul(conv->oc, conv->ld, &out_count)
         || !eq_size_mul(out_count, conv->branches, &out_count))
         return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: chunk buffers for %zu columns overflow size_t", columns);
 
@@ -134,18 +152,6 @@ eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out)
         conv->pack_count = 2 * conv->branches;
     }
     return reserve_scratch(conv, (size_t)eq_get_num_threads(), cols_count, out_count);
-}
-
-eq_status eq_conv2d_reserve_rows(eq_conv2d *conv)
-{
-    eq_status status = EQ_OK;
-
-    if (conv->cols_capacity > conv->rows_capacity) {
-        for (size_t s = 0; s < conv->scratch_count && status == EQ_OK; s++)
-            status = reserve(&conv->scratch[s].rows, conv->cols_capacity, "transposed column");
-        conv->rows_capacity = status == EQ_OK ? conv->cols_capacity : 0;
-    }
-    return status;
 }
 
 size_t eq_conv2d_image_chunk_count(const eq_conv2d *conv)
@@ -176,10 +182,9 @@ void eq_conv2d_lower_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, flo
 {
     const size_t image_size = conv->geom.c * conv->geom.h * conv->geom.w;
     const size_t width = ch->p1 - ch->p0;
-    const size_t columns = eq_conv2d_chunk_columns(ch);
 
     for (size_t i = 0; i < ch->count; i++)
-        eq_im2col(&conv->geom, conv->x + (ch->n0 + i) * image_size, ch->p0, ch->p1, cols + i * width, columns);
+        eq_im2col(&conv->geom, conv->x + (ch->n0 + i) * image_size, ch->p0, ch->p1, cols + i * width, conv->ld);
 }
 
 void eq_conv2d_store_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, size_t g, const float *out,
@@ -187,13 +192,12 @@ void eq_conv2d_store_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, siz
 {
     const size_t positions = conv->geom.oh * conv->geom.ow;
     const size_t width = ch->p1 - ch->p0;
-    const size_t columns = eq_conv2d_chunk_columns(ch);
 
     for (size_t i = 0; i < ch->count; i++) {
         size_t sample = (ch->n0 + i) * conv->branches + g;
         for (size_t oc = 0; oc < conv->oc; oc++) {
             float *y_nc = y + (sample * conv->oc + oc) * positions + ch->p0;
-            const float *src = out + oc * columns + i * width;
+            const float *src = out + oc * conv->ld + i * width;
             const float b = conv->bias[oc];
             for (size_t p = 0; p < width; p++)
                 y_nc[p] = src[p] + b;
@@ -206,13 +210,12 @@ void eq_conv2d_gather_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, si
 {
     const size_t positions = conv->geom.oh * conv->geom.ow;
     const size_t width = ch->p1 - ch->p0;
-    const size_t columns = eq_conv2d_chunk_columns(ch);
 
     for (size_t i = 0; i < ch->count; i++) {
         size_t sample = (ch->n0 + i) * conv->branches + g;
         for (size_t oc = 0; oc < conv->oc; oc++) {
             const float *dy_nc = dy + (sample * conv->oc + oc) * positions + ch->p0;
-            memcpy(out + oc * columns + i * width, dy_nc, width * sizeof(float));
+            memcpy(out + oc * conv->ld + i * width, dy_nc, width * sizeof(float));
         }
     }
 }
@@ -221,9 +224,8 @@ void eq_conv2d_unlower_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, c
 {
     const size_t image_size = conv->geom.c * conv->geom.h * conv->geom.w;
     const size_t width = ch->p1 - ch->p0;
-    const size_t columns = eq_conv2d_chunk_columns(ch);
 
     for (size_t i = 0; i < ch->count; i++)
-        eq_col2im_add(&conv->geom, cols + i * width, columns, ch->p0, ch->p1,
+        eq_col2im_add(&conv->geom, cols + i * width, conv->ld, ch->p0, ch->p1,
                       dx + (ch->n0 + i) * image_size);
 }

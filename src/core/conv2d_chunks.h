@@ -6,15 +6,17 @@
 
 #include <stddef.h>
 
+#include "core/dot.h"
 #include "core/gemm.h"
 #include "core/im2col.h"
 #include "core/layer_impl.h"
 
 /* Buffers of one thread slot (see eq_parallel_for_slots). */
 typedef struct eq_conv2d_scratch {
-    float *cols; /* (K, chunk columns) */
-    float *rows; /* (chunk columns, K): cols transposed, for the weight gradient */
-    float *out;  /* (branches, OC, chunk columns): GEMM output or gathered dy of a multi-image chunk */
+    float *cols;         /* (K, chunk columns), rows conv->ld apart */
+    eq_dot_term *terms;  /* one per branch, for the weight gradient */
+    float *out;          /* (branches, OC, chunk columns), rows conv->ld apart: GEMM output or gathered dy of a
+                          * multi-image chunk */
 } eq_conv2d_scratch;
 
 typedef struct eq_conv2d {
@@ -33,11 +35,12 @@ typedef struct eq_conv2d {
     eq_conv_geom geom;
     size_t images_per_chunk; /* whole images per chunk, 1 when tiled */
     size_t tile;             /* output positions per image in a chunk */
+    size_t ld;               /* row length of the chunk buffers: the columns of a full chunk, rounded up to 16 */
 
     eq_conv2d_scratch *scratch; /* scratch_count slots */
     size_t scratch_count;
     size_t cols_capacity;    /* floats of each slot's cols */
-    size_t rows_capacity;    /* floats of each slot's rows, allocated by the first backward */
+    size_t terms_capacity;   /* entries of each slot's terms */
     size_t out_capacity;     /* floats of each slot's out */
 
     /* Weight block b packed for the forward (packs[b]), and the weights
@@ -73,10 +76,6 @@ static inline size_t eq_conv2d_chunk_columns(const eq_conv2d_chunk *ch)
  * Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
 eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out);
 
-/* Gives every slot a rows buffer as large as its cols buffer.
- * Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
-eq_status eq_conv2d_reserve_rows(eq_conv2d *conv);
-
 /* Frees the scratch and the gradient parts. */
 void eq_conv2d_release_scratch(eq_conv2d *conv);
 
@@ -89,7 +88,8 @@ size_t eq_conv2d_tile_count(const eq_conv2d *conv);
 /* Returns tile `t` of image chunk `j`. */
 eq_conv2d_chunk eq_conv2d_chunk_at(const eq_conv2d *conv, size_t j, size_t t);
 
-/* Lowers the chunk's part of x (N, IC, H, W) into cols (K, columns). */
+/* Lowers the chunk's part of x (N, IC, H, W) into cols (K, columns), rows
+ * conv->ld apart like every chunk buffer below. */
 void eq_conv2d_lower_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, float *cols);
 
 /* Adds the chunk's column gradient, held in cols, into dx (N, IC, H, W). */

@@ -6,7 +6,7 @@
 #include "core/conv2d_chunks.h"
 #include "core/error.h"
 #include "core/gemm.h"
-#include "core/gemm_pack.h"
+#include "core/dot.h"
 #include "core/parallel.h"
 
 /* Minimum number of weight gradient elements per reduction task. */
@@ -36,15 +36,15 @@ static void forward_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scratch, con
     eq_conv2d_lower_chunk(conv, ch, scratch->cols);
     for (size_t g = 0; g < n; g++) {
         float *c = scratch->out;
-        size_t ldc = columns;
+        size_t ldc = conv->ld;
         if (ch->count == 1) {
             c = y + (ch->n0 * n + g) * conv->oc * positions + ch->p0;
             ldc = positions;
         }
 
         for (size_t b = 0; b < n; b++) {
-            const float *cols_block = scratch->cols + conv->sources[g * n + b] * kb * columns;
-            eq_gemm_packed_run(&conv->packs[b], 0, columns, 1.0f, cols_block, columns, b == 0 ? 0.0f : 1.0f, c,
+            const float *cols_block = scratch->cols + conv->sources[g * n + b] * kb * conv->ld;
+            eq_gemm_packed_run(&conv->packs[b], 0, columns, 1.0f, cols_block, conv->ld, b == 0 ? 0.0f : 1.0f, c,
                                ldc);
         }
 
@@ -181,27 +181,28 @@ static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scrat
     for (size_t t = 0; t < tiles; t++) {
         eq_conv2d_chunk ch = eq_conv2d_chunk_at(conv, j, t);
         const size_t columns = eq_conv2d_chunk_columns(&ch);
-        const size_t block = kb * columns; /* floats of one block of cols */
+        const size_t block = kb * conv->ld; /* floats of one block of cols */
         size_t ld_dy = positions;
 
-        /* rows (columns, K) = cols^T, transposed once here rather than in
-         * the packing of every weight-gradient GEMM that reads a block. */
         eq_conv2d_lower_chunk(conv, &ch, scratch->cols);
-        eq_transpose_floats(scratch->cols, columns, conv->k, columns, scratch->rows, conv->k);
         if (ch.count > 1) {
             for (size_t g = 0; g < n; g++)
-                eq_conv2d_gather_chunk(conv, &ch, g, dy, scratch->out + g * conv->oc * columns);
-            ld_dy = columns;
+                eq_conv2d_gather_chunk(conv, &ch, g, dy, scratch->out + g * conv->oc * conv->ld);
+            ld_dy = conv->ld;
         }
 
-        /* dw[:, block b] (OC, KB) += dy_g (OC, columns) * rows[:, block sources[g * n + b]]
-         * (columns, KB), starting from zero on the first tile. */
-        for (size_t g = 0; g < n; g++) {
-            const float *dy_g = ch.count > 1 ? scratch->out + g * conv->oc * columns
-                                             : dy + (ch.n0 * n + g) * conv->oc * positions + ch.p0;
-            for (size_t b = 0; b < n; b++)
-                eq_gemm(0, 0, conv->oc, kb, columns, 1.0f, dy_g, ld_dy, scratch->rows + conv->sources[g * n + b] * kb,
-                        conv->k, t == 0 && g == 0 ? 0.0f : 1.0f, dw + b * kb, conv->k);
+        /* dw[:, block b] (OC, KB) (+)= sum over g of dy_g (OC, columns) *
+         * cols[block sources[g * n + b]]^T, one sum of row products per b
+         * with the branches as its terms, starting from zero on the first
+         * tile. */
+        for (size_t b = 0; b < n; b++) {
+            for (size_t g = 0; g < n; g++) {
+                const float *dy_g = ch.count > 1 ? scratch->out + g * conv->oc * conv->ld
+                                                 : dy + (ch.n0 * n + g) * conv->oc * positions + ch.p0;
+                scratch->terms[g] = (eq_dot_term){ dy_g, ld_dy, scratch->cols + conv->sources[g * n + b] * block,
+                                                   conv->ld };
+            }
+            eq_dot_nt(conv->oc, kb, columns, scratch->terms, n, t > 0, dw + b * kb, conv->k);
         }
         if (!dx)
             continue;
@@ -214,7 +215,7 @@ static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scrat
         const float *dy_all = ch.count > 1 ? scratch->out : dy + ch.n0 * n * conv->oc * positions + ch.p0;
         for (size_t c = 0; c < n; c++)
             eq_gemm_packed_run(&conv->packs[n + c], 0, columns, 1.0f, dy_all, ld_dy, 0.0f,
-                               scratch->cols + c * block, columns);
+                               scratch->cols + c * block, conv->ld);
         eq_conv2d_unlower_chunk(conv, &ch, scratch->cols, dx);
     }
 }
@@ -275,8 +276,6 @@ eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx)
      * deschedules from stalling the others for long. */
     size_t round = 2 * slots < chunks ? 2 * slots : chunks;
     eq_status status = reserve_parts(conv, round);
-    if (status == EQ_OK)
-        status = eq_conv2d_reserve_rows(conv);
     if (status == EQ_OK && dx)
         status = pack_input_gradient_weights(conv);
     if (status != EQ_OK)
