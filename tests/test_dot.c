@@ -90,8 +90,9 @@ static void run_dot(const operands *ops, float *c)
 }
 
 /* Shapes: empty k, a single lane group and its edges, tiles cut at every
- * edge (m not a multiple of 4, n not of 6), and the weight-gradient shapes
- * of the C4 networks, reduced where the reference is slow. */
+ * edge (m not a multiple of 4 or 2, n not of 5 or 2), and the
+ * weight-gradient shapes of the C4 networks, reduced where the reference is
+ * slow. */
 static const dot_case cases[] = {
     { 1, 1, 0, 1, 0, 0, 0, 1 },      { 1, 1, 1, 1, 0, 0, 0, 0 },      { 3, 5, 15, 2, 1, 2, 3, 1 },
     { 4, 6, 16, 1, 0, 0, 0, 0 },     { 5, 7, 17, 3, 0, 5, 1, 1 },     { 16, 72, 196, 4, 0, 0, 0, 1 },

@@ -13,7 +13,7 @@
 #define DOT_PARALLEL_MIN_MACS (256.0 * 1024.0)
 
 /* Columns of C per parallel task, a multiple of every kernel's tile width. */
-#define DOT_TASK_COLUMNS 24
+#define DOT_TASK_COLUMNS 20
 
 #define LANES 16
 
