@@ -359,7 +359,7 @@ static void sequential_fused_matches_generic(void **state)
 /* Layers large enough for conv2d's bounded column buffer. 4 * 80 input
  * channels at 28x28 need 2880 x 784 columns per image, more than the
  * buffer, so each image is lowered in tiles of output positions. 4 * 20
- * channels at 14x14 fit three images per chunk, so a batch of 4 ends in a
+ * channels at 14x14 fit three images per chunk, so a batch of 20 ends in a
  * partial chunk. */
 static void chunked_conv_fused_matches_generic(void **state)
 {
@@ -374,7 +374,7 @@ static void chunked_conv_fused_matches_generic(void **state)
     eq_layer_destroy(f);
 
     f = regular(conv_relu(4 * 20, 3), c4, 94);
-    x = random_tensor(eq_shape_make(4, 4 * 20, 14, 14), 95);
+    x = random_tensor(eq_shape_make(20, 4 * 20, 14, 14), 95);
     assert_paths_agree(f, x, 96, "conv 80->3 at 14x14, chunks of 3 images");
     eq_tensor_destroy(x);
     eq_layer_destroy(f);

@@ -427,8 +427,8 @@ static void conv2d_matches_reference(void **state)
         { 2, 3, 2, 9, 7, 3, 2, 3, 1 },
         { 1, 1, 1, 2, 2, 5, 5, 1, 2 }, /* whole output rows read only padding */
         { 3, 2, 2, 5, 4, 3, 3, 4, 2 }, /* stride larger than the kernel */
-        /* Column matrices of 225792 floats: two images per chunk, 3 chunks. */
-        { 5, 32, 4, 28, 28, 3, 3, 1, 1 },
+        /* 12 images cut into 8 chunks: two images per chunk, 6 chunks. */
+        { 12, 8, 3, 14, 14, 3, 3, 1, 1 },
         /* 564480 floats per image: each image in tiles of 704 and 80 positions. */
         { 2, 80, 4, 28, 28, 3, 3, 1, 1 },
         /* Tiles of 192 and 33 positions that start and end inside output rows. */
@@ -621,7 +621,7 @@ static void conv2d_output_independent_of_batch(void **state)
     static const conv_case cases[] = {
         { 1, 3, 4, 9, 8, 3, 3, 1, 1 },     /* one chunk */
         { 1, 2, 3, 9, 9, 2, 3, 2, 0 },     /* stride 2, non-square kernel */
-        { 1, 32, 4, 28, 28, 3, 3, 1, 1 },  /* two images per chunk */
+        { 1, 32, 4, 28, 28, 3, 3, 1, 1 },  /* two images per chunk in the batch of 9 */
         { 1, 80, 4, 28, 28, 3, 3, 1, 1 },  /* two tiles per image */
     };
 
@@ -777,7 +777,7 @@ static void conv2d_results_independent_of_threads(void **state)
         const char *label;
     } cases[] = {
         { { 9, 3, 4, 9, 8, 3, 3, 1, 1 }, "one chunk" },
-        { { 7, 32, 4, 28, 28, 3, 3, 1, 1 }, "two images per chunk" },
+        { { 20, 32, 4, 28, 28, 3, 3, 1, 1 }, "two images per chunk" },
         { { 15, 64, 3, 28, 28, 3, 3, 1, 1 }, "15 chunks, several rounds" },
         { { 3, 80, 5, 28, 28, 3, 3, 1, 1 }, "two tiles per image" },
         { { 4, 2, 3, 8, 9, 2, 3, 2, 0 }, "stride 2" },

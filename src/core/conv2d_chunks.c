@@ -19,6 +19,12 @@
  * 5-10% slower with 1 MiB. */
 #define COLS_BUDGET ((size_t)1 << 19)
 
+/* Batches are cut into at least this many chunks of whole images where the
+ * batch and the column budget allow; a constant, so that the chunks, and
+ * with them the order of the weight-gradient sums, never depend on the
+ * thread count. */
+#define MIN_CHUNKS 8
+
 /* Positions per tile are rounded down to a multiple of this: 32 floats are
  * two 64-byte cache lines and the width of the widest GEMM tiles. */
 #define TILE_ALIGN 32
@@ -120,7 +126,11 @@ eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out)
     conv->geom = geom;
     conv->n = in.n;
     if (eq_size_mul(conv->k, positions, &image_cols) && image_cols <= COLS_BUDGET) {
-        conv->images_per_chunk = min_size(COLS_BUDGET / image_cols, in.n);
+        /* Chunks of equal size, at least MIN_CHUNKS of them when the batch
+         * allows, so that the threads finish together. */
+        size_t chunks = (in.n + COLS_BUDGET / image_cols - 1) / (COLS_BUDGET / image_cols);
+        chunks = min_size(in.n, chunks > MIN_CHUNKS ? chunks : MIN_CHUNKS);
+        conv->images_per_chunk = (in.n + chunks - 1) / chunks;
         conv->tile = positions;
     } else {
         /* Tiles of at most max_tile columns (at least one), a multiple of
