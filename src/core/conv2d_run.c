@@ -162,6 +162,21 @@ static void bias_part(const eq_conv2d *conv, const eq_conv2d_chunk *ch, const fl
             db[oc] += plane_sum(dy + (sample * conv->oc + oc) * positions, positions);
 }
 
+/* db[oc] = the gathered dy of a multi-image chunk, out (branches, OC,
+ * columns), summed over branches, images and positions. It reads the copy
+ * that the weight gradient reads next, which is still in cache. */
+static void bias_part_gathered(const eq_conv2d *conv, const eq_conv2d_chunk *ch, const float *out, double *db)
+{
+    const size_t width = ch->p1 - ch->p0;
+
+    for (size_t oc = 0; oc < conv->oc; oc++) {
+        db[oc] = 0.0;
+        for (size_t g = 0; g < conv->branches; g++)
+            for (size_t i = 0; i < ch->count; i++)
+                db[oc] += plane_sum(out + (g * conv->oc + oc) * conv->ld + i * width, width);
+    }
+}
+
 /* Computes the weight gradient of image chunk j into dw (OC, K), its bias
  * gradient into db and, when dx is not NULL, its images' rows of dx. */
 static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scratch, size_t j, const float *dy,
@@ -174,7 +189,8 @@ static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scrat
     const size_t tiles = eq_conv2d_tile_count(conv);
     eq_conv2d_chunk first = eq_conv2d_chunk_at(conv, j, 0);
 
-    bias_part(conv, &first, dy, db);
+    if (first.count == 1)
+        bias_part(conv, &first, dy, db);
     if (dx)
         memset(dx + first.n0 * image_size, 0, first.count * image_size * sizeof(float));
 
@@ -186,8 +202,10 @@ static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scrat
 
         eq_conv2d_lower_chunk(conv, &ch, scratch->cols);
         if (ch.count > 1) {
+            /* A multi-image chunk has one tile, so this runs once. */
             for (size_t g = 0; g < n; g++)
                 eq_conv2d_gather_chunk(conv, &ch, g, dy, scratch->out + g * conv->oc * conv->ld);
+            bias_part_gathered(conv, &ch, scratch->out, db);
             ld_dy = conv->ld;
         }
 
