@@ -244,9 +244,9 @@ static double load_average(void)
 
 /* --- FP32 FMA peak ---------------------------------------------------------- */
 
-/* Independent accumulator chains per loop. Two FMA units with a 4-cycle
- * latency need at least 8 chains in flight; 12 leaves a margin and still fits
- * in the 16 vector registers of AVX2. */
+/* Independent accumulator chains per loop. A core with two FMA units of
+ * 4-cycle latency needs at least 8 chains to keep both busy. 12 leaves a
+ * margin and still fits in the 16 vector registers of AVX2. */
 #define FMA_CHAINS 12
 
 static volatile float fma_sink;
@@ -408,8 +408,8 @@ typedef struct network_spec {
     layer_spec layers[3];
 } network_spec;
 
-/* An h on the blocks action sees all four blocks of the previous layer's
- * output, hence the GROUP_ORDER * C input sizes. */
+/* An h on the blocks action takes all four blocks of the previous layer's
+ * output as its input, hence the GROUP_ORDER * C input sizes. */
 static const network_spec small_network = {
     "small", 3,
     { { EQ_ACTION_PIXELS, 3, { { OP_CONV3X3, 1, 8 }, { OP_RELU, 0, 0 }, { OP_MAXPOOL, 2, 0 } } },
@@ -498,9 +498,9 @@ typedef struct flop_count {
 } flop_count;
 
 /* Counts the FLOPs of the sequential h on input shape `in`. A layer with a
- * weight (OUT, IN...) does numel(output) * IN... multiply-adds forward and as
- * many for the weight gradient; its input gradient, as many again, runs
- * unless it is h's first layer and h's own input gradient is not needed. */
+ * weight (OUT, IN...) does numel(output) * IN... multiply-adds forward, and
+ * as many for the weight gradient. Its input gradient costs as many again,
+ * but is skipped for h's first layer when h's input gradient is not needed. */
 static flop_count count_h_flops(eq_layer *h, eq_shape in, int input_grad)
 {
     flop_count count = { 0.0, 0.0 };
@@ -553,7 +553,7 @@ static network_info describe_network(const network_spec *spec, const eq_group *g
         eq_layer *h = build_h(&spec->layers[i], &rng);
         eq_shape stacked = eq_shape_make(GROUP_ORDER, shape.c, shape.h, shape.w);
 
-        /* The network's input needs no gradient, so neither does layer 1's. */
+        /* Training skips the gradient of the network's input, which is layer 1's input. */
         layer->in = shape;
         layer->input_grad = i > 0;
         layer->flops = count_h_flops(h, stacked, layer->input_grad);
@@ -1049,10 +1049,11 @@ static void write_json(const options *opt, const results *r)
 int main(int argc, char **argv)
 {
     options opt = parse_options(argc, argv);
-    static results r; /* too big for some default stacks */
+    results r;
     eq_group *group = NULL;
     fma_kernel kernel = pick_fma_kernel();
 
+    memset(&r, 0, sizeof r);
     check(eq_group_c4(&group), "eq_group_c4");
     r.isa = kernel.isa;
     r.thread_counts[r.thread_count_n++] = 1;
