@@ -970,14 +970,19 @@ static void json_measurement(FILE *out, const measurement *m, double batch_or_ze
     }
 }
 
-static void write_json(const options *opt, const results *r)
+/* Opens the JSON file before any measurement, so a bad path fails at once. */
+static FILE *open_json(const char *path)
 {
-    FILE *out = fopen(opt->json_path, "w");
+    FILE *out = fopen(path, "w");
     if (!out) {
-        fprintf(stderr, "equivar_bench: cannot open %s for writing: %s\n", opt->json_path, strerror(errno));
+        fprintf(stderr, "equivar_bench: cannot open %s for writing: %s\n", path, strerror(errno));
         exit(1);
     }
+    return out;
+}
 
+static void write_json(FILE *out, const options *opt, const results *r)
+{
     fprintf(out, "{\n  \"program\": \"equivar_bench\",\n  \"quick\": %s,\n  \"iterations\": %d,\n", opt->quick ? "true" : "false",
             opt->iterations);
     fprintf(out, "  \"max_seconds\": %g,\n  \"thread_pool\": %s,\n  \"threads\": %d,\n", opt->max_seconds,
@@ -1053,6 +1058,8 @@ int main(int argc, char **argv)
     eq_group *group = NULL;
     fma_kernel kernel = pick_fma_kernel();
 
+    FILE *json = opt.json_path ? open_json(opt.json_path) : NULL;
+
     memset(&r, 0, sizeof r);
     check(eq_group_c4(&group), "eq_group_c4");
     r.isa = kernel.isa;
@@ -1067,6 +1074,10 @@ int main(int argc, char **argv)
            sysconf(_SC_NPROCESSORS_ONLN), opt.threads, r.load_start);
     if (!EQ_BENCH_HAVE_THREAD_POOL)
         printf("NOTE: this libequivar has no eq_set_num_threads, so every run uses 1 thread\n");
+#ifndef __OPTIMIZE__
+    /* Unoptimised, the FMA loop keeps its accumulators in memory. */
+    printf("NOTE: built without optimisation, so the FMA peak is far too low; use a Release build\n");
+#endif
 
     r.peak_1 = measure_fma_peak(&kernel, 1, opt.quick);
     r.peak_all = opt.threads > 1 ? measure_fma_peak(&kernel, opt.threads, opt.quick) : r.peak_1;
@@ -1100,8 +1111,8 @@ int main(int argc, char **argv)
     printf("\npeak resident memory of the process: %.0f MiB\n", process_peak_rss_mib());
     printf("1-minute load average at the end: %.2f\n", r.load_end);
 
-    if (opt.json_path)
-        write_json(&opt, &r);
+    if (json)
+        write_json(json, &opt, &r);
     eq_group_destroy(group);
     return 0;
 }
