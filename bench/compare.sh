@@ -166,7 +166,7 @@ def runs_for(threads, name, mode, batch):
 
 
 peak = lib["peak"]
-print(f"libequivar commit {commit}; equivar_bench quick={lib['quick']}, thread pool={lib['thread_pool']}")
+print(f"libequivar commit {commit}; equivar_bench quick={lib['quick']}")
 print(f"FP32 FMA peak ({peak['isa']}): {peak['gflops_1_thread']:.0f} GFLOP/s on 1 thread, "
       f"{peak['gflops_all_threads']:.0f} GFLOP/s on {lib['threads']} threads")
 print(f"1-minute load average: libequivar run {lib['load_average_start']:.2f} -> {lib['load_average_end']:.2f}", end="")
@@ -177,7 +177,8 @@ else:
 print("Figures are images/s, medians of the timed iterations; a ratio above 1 means libequivar is faster.")
 print("'skipped (est. x)': the batch-1 probe predicted more than half the time limit per iteration; "
       "x is the images/s it predicts.")
-if not lib["thread_pool"]:
+# Runs before the thread pool landed have "thread_pool": false.
+if not lib.get("thread_pool", True):
     print(f"This libequivar has no thread pool, so it ran on 1 thread only: n/a in the {lib['threads']}-thread table.")
 
 thread_counts = sorted({1, lib["threads"]})

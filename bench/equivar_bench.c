@@ -20,11 +20,7 @@
 #include "equivar.h"
 #include "equivar/equivarify.h"
 #include "equivar/group.h"
-
-/* Set by bench/CMakeLists.txt when the library defines eq_set_num_threads. */
-#ifndef EQ_BENCH_HAVE_THREAD_POOL
-#define EQ_BENCH_HAVE_THREAD_POOL 0
-#endif
+#include "equivarify/fused.h" /* internal: the switch between the fused and the generic path */
 
 #define IMAGE_SIZE 28
 #define GROUP_ORDER 4 /* C4 */
@@ -749,7 +745,7 @@ static double step_training(void *ctx)
 typedef struct layer_result {
     int threads;
     size_t layer;      /* 1-based */
-    const char *part;  /* "F" (the equivarified layer) or "h" (h alone) */
+    const char *part;  /* "F fused", "F generic" (F on that path) or "h" (h alone) */
     const char *pass;  /* "forward" or "backward" */
     size_t batch;      /* F's batch; h alone runs on GROUP_ORDER times as many */
     double flops;      /* per step */
@@ -787,14 +783,9 @@ static double peak_for(const results *r, int threads)
     return threads == 1 ? r->peak_1.max_gflops : r->peak_all.max_gflops;
 }
 
-/* Without a thread pool the caller runs only the 1-thread configurations. */
 static void set_threads(int threads)
 {
-#if EQ_BENCH_HAVE_THREAD_POOL
     check(eq_set_num_threads(threads), "eq_set_num_threads");
-#else
-    (void)threads;
-#endif
 }
 
 /* --- Per-layer measurement ------------------------------------------------------ */
@@ -817,7 +808,7 @@ static double probe_layer(eq_layer *layer, const layer_info *info, int alone, st
 
 static void print_layer_result(const layer_result *lr, double peak)
 {
-    printf("%7d  %5zu  %-4s  %-8s  %7.3f", lr->threads, lr->layer, lr->part, lr->pass, lr->flops * 1e-9);
+    printf("%7d  %5zu  %-9s  %-8s  %7.3f", lr->threads, lr->layer, lr->part, lr->pass, lr->flops * 1e-9);
     if (lr->m.skipped) {
         printf("  skipped: estimated %.1f s per step\n", lr->m.estimate_s);
         return;
@@ -826,42 +817,74 @@ static void print_layer_result(const layer_result *lr, double peak)
     printf("  %9.2f  %8.2f  %6.1f%%\n", lr->m.median_s * 1e3, gflops, peak > 0.0 ? 100.0 * gflops / peak : NAN);
 }
 
-static void run_layer_benchmarks(const options *opt, results *r, const network_info *info, const eq_group *group)
+typedef enum layer_variant {
+    VARIANT_F,         /* F on the path the library picks */
+    VARIANT_F_GENERIC, /* F with the fused path switched off */
+    VARIANT_H          /* h alone on the stacked batch */
+} layer_variant;
+
+static eq_layer *build_variant(const layer_spec *spec, const eq_group *group, layer_variant variant, eq_rng *rng)
 {
-    static const char *const parts[] = { "F", "h" };
+    if (variant == VARIANT_H)
+        return build_h(spec, rng);
+
+    eq_layer *layer = build_equivarified(spec, group, rng);
+    if (variant == VARIANT_F_GENERIC)
+        check(eq_equivarify_set_fused(layer, 0), "eq_equivarify_set_fused");
+    return layer;
+}
+
+/* Measures one pass (0 forward, 1 backward) of one variant of layer l and
+ * records it. Returns 1 if F took the fused path. */
+static int measure_layer(const options *opt, results *r, const network_info *info, const eq_group *group, size_t l,
+                         layer_variant variant, int pass, int threads)
+{
     static const char *const passes[] = { "forward", "backward" };
     const step_fn steps[] = { step_layer_forward, step_layer_backward };
+    const layer_info *li = &info->layers[l];
+    int alone = variant == VARIANT_H;
+    eq_rng rng;
 
+    eq_rng_seed(&rng, SEED + l);
+    eq_layer *layer = build_variant(&info->spec->layers[l], group, variant, &rng);
+    double estimate = probe_layer(layer, li, alone, steps[pass], opt->layer_batch);
+    int fused = !alone && eq_equivarify_used_fused(layer);
+
+    eq_shape in = li->in;
+    in.n = (alone ? GROUP_ORDER : 1) * opt->layer_batch;
+    layer_run run = layer_run_create(layer, in, li->input_grad, &rng);
+    layer_result *lr = &r->layers[r->layer_n++];
+    *lr = (layer_result){ threads,
+                          l + 1,
+                          alone ? "h" : fused ? "F fused" : "F generic",
+                          passes[pass],
+                          opt->layer_batch,
+                          (pass == 0 ? li->flops.forward : li->flops.backward) * (double)opt->layer_batch,
+                          peak_for(r, threads),
+                          measure(opt, steps[pass], &run, estimate) };
+    layer_run_release(&run);
+    eq_layer_destroy(layer);
+
+    print_layer_result(lr, lr->peak_gflops);
+    fflush(stdout);
+    return fused;
+}
+
+static void run_layer_benchmarks(const options *opt, results *r, const network_info *info, const eq_group *group)
+{
     printf("\nPer-layer GEMM GFLOP/s, %s network, batch %zu (h alone: batch %zu), medians\n", info->spec->name,
            opt->layer_batch, GROUP_ORDER * opt->layer_batch);
-    printf("threads  layer  part  pass        GFLOP    time ms   GFLOP/s  of peak\n");
+    printf("threads  layer  part       pass        GFLOP    time ms   GFLOP/s  of peak\n");
 
     for (size_t t = 0; t < r->thread_count_n; t++) {
         int threads = r->thread_counts[t];
         set_threads(threads);
         for (size_t l = 0; l < info->spec->layer_count; l++) {
-            const layer_info *li = &info->layers[l];
-            for (int alone = 0; alone < 2; alone++) {
-                for (int pass = 0; pass < 2; pass++) {
-                    eq_rng rng;
-                    eq_rng_seed(&rng, SEED + l);
-                    eq_layer *layer = alone ? build_h(&info->spec->layers[l], &rng)
-                                            : build_equivarified(&info->spec->layers[l], group, &rng);
-                    double estimate = probe_layer(layer, li, alone, steps[pass], opt->layer_batch);
-
-                    eq_shape in = li->in;
-                    in.n = (alone ? GROUP_ORDER : 1) * opt->layer_batch;
-                    layer_run run = layer_run_create(layer, in, li->input_grad, &rng);
-                    layer_result *lr = &r->layers[r->layer_n++];
-                    *lr = (layer_result){ threads, l + 1, parts[alone], passes[pass], opt->layer_batch,
-                                          (pass == 0 ? li->flops.forward : li->flops.backward)
-                                              * (double)opt->layer_batch,
-                                          peak_for(r, threads), measure(opt, steps[pass], &run, estimate) };
-                    layer_run_release(&run);
-                    eq_layer_destroy(layer);
-                    print_layer_result(lr, lr->peak_gflops);
-                    fflush(stdout);
-                }
+            for (int pass = 0; pass < 2; pass++) {
+                /* The generic path runs only where the default took the fused one. */
+                if (measure_layer(opt, r, info, group, l, VARIANT_F, pass, threads))
+                    measure_layer(opt, r, info, group, l, VARIANT_F_GENERIC, pass, threads);
+                measure_layer(opt, r, info, group, l, VARIANT_H, pass, threads);
             }
         }
     }
@@ -928,6 +951,15 @@ static double images_per_second(const results *r, const char *network, const cha
     return NAN;
 }
 
+/* Prints the ratio, or n/a when either run was skipped. */
+static void print_ratio(const char *label, double ratio)
+{
+    if (isfinite(ratio))
+        printf("  %s %.2f", label, ratio);
+    else
+        printf("  %s n/a", label);
+}
+
 static void print_thread_ratios(const results *r)
 {
     if (r->thread_count_n < 2)
@@ -938,11 +970,13 @@ static void print_thread_ratios(const results *r)
     for (size_t n = 0; n < r->network_n; n++) {
         for (size_t b = 0; b < BATCH_COUNT; b++) {
             const char *name = r->networks[n].spec->name;
-            double train = images_per_second(r, name, "train", batch_sizes[b], all)
-                           / images_per_second(r, name, "train", batch_sizes[b], 1);
-            double infer = images_per_second(r, name, "infer", batch_sizes[b], all)
-                           / images_per_second(r, name, "infer", batch_sizes[b], 1);
-            printf("  %-10s batch %3zu  train %.2f  infer %.2f\n", name, batch_sizes[b], train, infer);
+            size_t batch = batch_sizes[b];
+            printf("  %-10s batch %3zu", name, batch);
+            print_ratio("train", images_per_second(r, name, "train", batch, all)
+                                     / images_per_second(r, name, "train", batch, 1));
+            print_ratio("infer", images_per_second(r, name, "infer", batch, all)
+                                     / images_per_second(r, name, "infer", batch, 1));
+            printf("\n");
         }
     }
 }
@@ -985,8 +1019,7 @@ static void write_json(FILE *out, const options *opt, const results *r)
 {
     fprintf(out, "{\n  \"program\": \"equivar_bench\",\n  \"quick\": %s,\n  \"iterations\": %d,\n", opt->quick ? "true" : "false",
             opt->iterations);
-    fprintf(out, "  \"max_seconds\": %g,\n  \"thread_pool\": %s,\n  \"threads\": %d,\n", opt->max_seconds,
-            EQ_BENCH_HAVE_THREAD_POOL ? "true" : "false", opt->threads);
+    fprintf(out, "  \"max_seconds\": %g,\n  \"threads\": %d,\n", opt->max_seconds, opt->threads);
     fputs("  \"load_average_start\": ", out);
     json_number(out, r->load_start);
     fputs(",\n  \"load_average_end\": ", out);
@@ -1064,7 +1097,7 @@ int main(int argc, char **argv)
     check(eq_group_c4(&group), "eq_group_c4");
     r.isa = kernel.isa;
     r.thread_counts[r.thread_count_n++] = 1;
-    if (opt.threads > 1 && EQ_BENCH_HAVE_THREAD_POOL)
+    if (opt.threads > 1)
         r.thread_counts[r.thread_count_n++] = opt.threads;
 
     printf("libequivar benchmark: %d timed iterations after 1 warm-up, limit %.0f s per measurement%s\n",
@@ -1072,8 +1105,6 @@ int main(int argc, char **argv)
     r.load_start = load_average();
     printf("online CPUs %ld, multi-threaded runs use %d threads, 1-minute load average %.2f\n",
            sysconf(_SC_NPROCESSORS_ONLN), opt.threads, r.load_start);
-    if (!EQ_BENCH_HAVE_THREAD_POOL)
-        printf("NOTE: this libequivar has no eq_set_num_threads, so every run uses 1 thread\n");
 #ifndef __OPTIMIZE__
     /* Unoptimised, the FMA loop keeps its accumulators in memory. */
     printf("NOTE: built without optimisation, so the FMA peak is far too low; use a Release build\n");
