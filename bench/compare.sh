@@ -167,8 +167,10 @@ def runs_for(threads, name, mode, batch):
 
 peak = lib["peak"]
 print(f"libequivar commit {commit}; equivar_bench quick={lib['quick']}")
-print(f"FP32 FMA peak ({peak['isa']}): {peak['gflops_1_thread']:.0f} GFLOP/s on 1 thread, "
-      f"{peak['gflops_all_threads']:.0f} GFLOP/s on {lib['threads']} threads")
+print(f"FP32 FMA peak ({peak['isa']}): {peak['gflops_1_thread']:.0f} GFLOP/s on 1 thread", end="")
+if lib["threads"] > 1:
+    print(f", {peak['gflops_all_threads']:.0f} GFLOP/s on {lib['threads']} threads", end="")
+print()
 print(f"1-minute load average: libequivar run {lib['load_average_start']:.2f} -> {lib['load_average_end']:.2f}", end="")
 if tor.get("skipped"):
     print(f"; PyTorch skipped: {tor['skipped']}")

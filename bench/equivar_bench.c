@@ -139,11 +139,11 @@ static options parse_options(int argc, char **argv)
     return opt;
 }
 
-static void check(eq_status status, const char *what)
+static void check(eq_status status, const char *call)
 {
     if (status == EQ_OK)
         return;
-    fprintf(stderr, "equivar_bench: %s failed: %s: %s\n", what, eq_status_string(status), eq_last_error());
+    fprintf(stderr, "equivar_bench: %s failed: %s: %s\n", call, eq_status_string(status), eq_last_error());
     exit(1);
 }
 
