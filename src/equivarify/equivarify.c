@@ -7,7 +7,9 @@
  * every branch runs the same h on the same batch, its parameter gradients sum
  * over the branches without extra code, and because each layer's output for a
  * sample depends only on that sample (not on its batch position), F(a . x)
- * equals a . F(x) bit for bit. */
+ * equals a . F(x) bit for bit.
+ *
+ * The aligned variant then turns block g back by g^-1 on its pixels. */
 #include "equivar/equivarify.h"
 
 #include <stdlib.h>
@@ -15,211 +17,213 @@
 
 #include "core/error.h"
 #include "core/layer_impl.h"
+#include "equivarify/action.h"
 #include "equivarify/group_impl.h"
+#include "equivarify/query.h"
 
 typedef struct equivarify_layer {
     eq_layer base;
     eq_layer *h;
     eq_group *group;
     eq_action input_action;
+    int aligned;
 
     eq_tensor stacked;   /* (n * N, C, H, W): g . x for every sample and element */
+    size_t stacked_capacity;
     eq_tensor dstacked;  /* (n * N, C, H, W): gradient of h's input */
-    size_t capacity;     /* floats allocated in stacked and dstacked */
-    size_t *pixel_src;   /* n maps of H * H source indices, for pixel actions */
-    size_t pixel_size;   /* H of the cached maps, 0 if none */
+    size_t dstacked_capacity;
+    eq_tensor dh_out;    /* (n * N, C', H', W'): h's output gradient, aligned only */
+    size_t dh_out_capacity;
+    float *scratch;      /* one output block, aligned only */
+    size_t scratch_capacity;
+
+    eq_action_maps in_maps;  /* input action on one sample of x */
+    eq_action_maps out_maps; /* pixel action on one block of h's output, aligned only */
 } equivarify_layer;
+
+static const char *layer_name(const equivarify_layer *layer)
+{
+    return layer->aligned ? "equivarify_aligned" : "equivarify";
+}
 
 static eq_status stacked_input_shape(const equivarify_layer *layer, eq_shape in, eq_shape *stacked)
 {
-    char text[EQ_SHAPE_STR_SIZE];
     size_t n = layer->group->order;
 
-    if (layer->input_action == EQ_ACTION_PIXELS && in.h != in.w)
-        return eq_error(EQ_ERR_SHAPE,
-                        "equivarify(%s, pixels): input %s is not square, but the pixel action needs H == W",
-                        layer->group->name, eq_shape_str(in, text));
-    if (layer->input_action == EQ_ACTION_BLOCKS && in.c % n != 0)
-        return eq_error(EQ_ERR_SHAPE,
-                        "equivarify(%s, blocks): input %s has %zu channels, expected a multiple of the group order %zu",
-                        layer->group->name, eq_shape_str(in, text), in.c, n);
     if (!eq_size_mul(in.n, n, &stacked->n))
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "equivarify: batch %zu times group order %zu overflows", in.n, n);
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: batch %zu times group order %zu overflows", layer_name(layer),
+                        in.n, n);
     stacked->c = in.c;
     stacked->h = in.h;
     stacked->w = in.w;
     return EQ_OK;
 }
 
+static eq_status check_input(const equivarify_layer *layer, eq_shape in)
+{
+    char text[EQ_SHAPE_STR_SIZE];
+    eq_action action = layer->input_action;
+    size_t n = layer->group->order;
+
+    if ((action == EQ_ACTION_PIXELS || action == EQ_ACTION_BLOCKS_PIXELS) && in.h != in.w)
+        return eq_error(EQ_ERR_SHAPE, "%s(%s, %s): input %s is not square, but the action needs H == W",
+                        layer_name(layer), layer->group->name, eq_action_name(action), eq_shape_str(in, text));
+    if ((action == EQ_ACTION_BLOCKS || action == EQ_ACTION_BLOCKS_PIXELS) && in.c % n != 0)
+        return eq_error(EQ_ERR_SHAPE,
+                        "%s(%s, %s): input %s has %zu channels, expected a multiple of the group order %zu",
+                        layer_name(layer), layer->group->name, eq_action_name(action), eq_shape_str(in, text),
+                        in.c, n);
+    return EQ_OK;
+}
+
 static eq_status equivarify_output_shape(const eq_layer *base, eq_shape in, eq_shape *out)
 {
     const equivarify_layer *layer = (const equivarify_layer *)base;
+    char text[EQ_SHAPE_STR_SIZE];
     eq_shape stacked, h_out;
-
-    eq_status status = stacked_input_shape(layer, in, &stacked);
-    if (status != EQ_OK)
-        return status;
-    status = eq_layer_output_shape(layer->h, stacked, &h_out);
-    if (status != EQ_OK)
-        return status;
-
-    /* h_out.n == n * N for any per-sample h; its n rows per sample become blocks. */
     size_t n = layer->group->order;
+
+    eq_status status = check_input(layer, in);
+    if (status == EQ_OK)
+        status = stacked_input_shape(layer, in, &stacked);
+    if (status == EQ_OK)
+        status = eq_layer_output_shape(layer->h, stacked, &h_out);
+    if (status != EQ_OK)
+        return status;
+
+    /* Each sample's n rows of h's output become its n blocks. */
     if (h_out.n != stacked.n)
-        return eq_error(EQ_ERR_SHAPE, "equivarify: h changed the batch size from %zu to %zu", stacked.n, h_out.n);
+        return eq_error(EQ_ERR_SHAPE, "%s: h changed the batch size from %zu to %zu", layer_name(layer), stacked.n,
+                        h_out.n);
+    if (layer->aligned && h_out.h != h_out.w)
+        return eq_error(EQ_ERR_SHAPE, "%s(%s): h's output %s is not square, but the aligned variant turns it back",
+                        layer_name(layer), layer->group->name, eq_shape_str(h_out, text));
     out->n = in.n;
     if (!eq_size_mul(h_out.c, n, &out->c))
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "equivarify: %zu channels times group order %zu overflows", h_out.c, n);
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: %zu channels times group order %zu overflows", layer_name(layer),
+                        h_out.c, n);
     out->h = h_out.h;
     out->w = h_out.w;
     return EQ_OK;
 }
 
-static eq_status reserve(equivarify_layer *layer, eq_shape stacked)
+/* Grows buffer *data to hold `count` floats, reusing it when it is big enough. */
+static eq_status reserve(const equivarify_layer *layer, float **data, size_t *capacity, size_t count)
 {
-    size_t count = eq_shape_numel(stacked);
-
-    if (count == 0)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "equivarify: stacked input size overflows");
-    layer->stacked.shape = stacked;
-    layer->dstacked.shape = stacked;
-    if (count <= layer->capacity)
+    if (count <= *capacity)
         return EQ_OK;
-
-    eq_free(layer->stacked.data);
-    eq_free(layer->dstacked.data);
-    layer->stacked.data = eq_alloc_floats(count);
-    layer->dstacked.data = eq_alloc_floats(count);
-    layer->capacity = 0;
-    if (!layer->stacked.data || !layer->dstacked.data)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "equivarify: cannot allocate 2 x %zu floats for the stacked input", count);
-    layer->capacity = count;
+    eq_free(*data);
+    *capacity = 0;
+    *data = eq_alloc_floats(count);
+    if (!*data)
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu floats", layer_name(layer), count);
+    *capacity = count;
     return EQ_OK;
 }
 
-static eq_status cache_pixel_maps(equivarify_layer *layer, size_t size)
-{
-    size_t n = layer->group->order, plane = size * size;
-
-    if (layer->pixel_size == size)
-        return EQ_OK;
-    free(layer->pixel_src);
-    layer->pixel_size = 0;
-    layer->pixel_src = malloc(n * plane * sizeof *layer->pixel_src);
-    if (!layer->pixel_src)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "equivarify: cannot allocate pixel maps for %zux%zu images", size, size);
-    for (size_t g = 0; g < n; g++)
-        eq_group_pixel_permutation(layer->group, g, size, layer->pixel_src + g * plane);
-    layer->pixel_size = size;
-    return EQ_OK;
-}
-
-/* stacked[i * n + g] = g . x[i] */
-static void stack_transformed(const equivarify_layer *layer, const eq_tensor *x)
+/* Views t (N, n * C', H', W') as h's output (n * N, C', H', W'). */
+static eq_tensor branch_view(const equivarify_layer *layer, eq_shape shape, float *data)
 {
     size_t n = layer->group->order;
-    size_t sample = x->shape.c * x->shape.h * x->shape.w;
-
-    if (layer->input_action == EQ_ACTION_PIXELS) {
-        size_t plane = x->shape.h * x->shape.w;
-        for (size_t i = 0; i < x->shape.n; i++) {
-            for (size_t g = 0; g < n; g++) {
-                const size_t *src = layer->pixel_src + g * plane;
-                float *out = layer->stacked.data + (i * n + g) * sample;
-                const float *in = x->data + i * sample;
-                for (size_t c = 0; c < x->shape.c; c++)
-                    for (size_t p = 0; p < plane; p++)
-                        out[c * plane + p] = in[c * plane + src[p]];
-            }
-        }
-        return;
-    }
-
-    /* Regular action: block b of g . x is block b * g of x. */
-    size_t block = sample / n;
-    for (size_t i = 0; i < x->shape.n; i++) {
-        const float *in = x->data + i * sample;
-        for (size_t g = 0; g < n; g++) {
-            float *out = layer->stacked.data + (i * n + g) * sample;
-            for (size_t b = 0; b < n; b++)
-                memcpy(out + b * block, in + eq_group_mul(layer->group, b, g) * block, block * sizeof(float));
-        }
-    }
-}
-
-/* dx[i] = sum over g of the adjoint of the g-action applied to
- * dstacked[i * n + g], added in element order g = 0..n-1. */
-static void unstack_gradient(const equivarify_layer *layer, eq_tensor *dx)
-{
-    size_t n = layer->group->order;
-    size_t sample = dx->shape.c * dx->shape.h * dx->shape.w;
-
-    memset(dx->data, 0, eq_shape_numel(dx->shape) * sizeof(float));
-    if (layer->input_action == EQ_ACTION_PIXELS) {
-        size_t plane = dx->shape.h * dx->shape.w;
-        for (size_t i = 0; i < dx->shape.n; i++) {
-            float *out = dx->data + i * sample;
-            for (size_t g = 0; g < n; g++) {
-                const size_t *src = layer->pixel_src + g * plane;
-                const float *in = layer->dstacked.data + (i * n + g) * sample;
-                for (size_t c = 0; c < dx->shape.c; c++)
-                    for (size_t p = 0; p < plane; p++)
-                        out[c * plane + src[p]] += in[c * plane + p];
-            }
-        }
-        return;
-    }
-
-    size_t block = sample / n;
-    for (size_t i = 0; i < dx->shape.n; i++) {
-        float *out = dx->data + i * sample;
-        for (size_t g = 0; g < n; g++) {
-            const float *in = layer->dstacked.data + (i * n + g) * sample;
-            for (size_t b = 0; b < n; b++) {
-                float *dst = out + eq_group_mul(layer->group, b, g) * block;
-                const float *grad = in + b * block;
-                for (size_t q = 0; q < block; q++)
-                    dst[q] += grad[q];
-            }
-        }
-    }
-}
-
-/* Views y (N, n * C', H', W') as h's output (n * N, C', H', W'). */
-static eq_tensor branch_view(const equivarify_layer *layer, const eq_tensor *t)
-{
-    size_t n = layer->group->order;
-    eq_tensor view = { eq_shape_make(t->shape.n * n, t->shape.c / n, t->shape.h, t->shape.w), t->data };
+    eq_tensor view = { eq_shape_make(shape.n * n, shape.c / n, shape.h, shape.w), data };
     return view;
+}
+
+/* y_g = g^-1 . y_g (pixels) for every sample and block. */
+static void turn_blocks_back(equivarify_layer *layer, eq_tensor *y)
+{
+    size_t n = layer->group->order;
+    size_t block = y->shape.c / n * y->shape.h * y->shape.w;
+
+    for (size_t i = 0; i < y->shape.n; i++) {
+        for (size_t g = 1; g < n; g++) {
+            float *data = y->data + (i * n + g) * block;
+            eq_action_apply(&layer->out_maps, eq_group_inv(layer->group, g), data, layer->scratch);
+            memcpy(data, layer->scratch, block * sizeof(float));
+        }
+    }
 }
 
 static eq_status equivarify_forward(eq_layer *base, const eq_tensor *x, eq_tensor *y)
 {
     equivarify_layer *layer = (equivarify_layer *)base;
+    size_t n = layer->group->order;
     eq_shape stacked;
 
     eq_status status = stacked_input_shape(layer, x->shape, &stacked);
+    size_t count = eq_shape_numel(stacked);
     if (status == EQ_OK)
-        status = reserve(layer, stacked);
-    if (status == EQ_OK && layer->input_action == EQ_ACTION_PIXELS)
-        status = cache_pixel_maps(layer, x->shape.h);
+        status = eq_action_maps_prepare(&layer->in_maps, layer_name(layer), layer->group, layer->input_action,
+                                        x->shape);
+    if (status == EQ_OK)
+        status = reserve(layer, &layer->stacked.data, &layer->stacked_capacity, count);
     if (status != EQ_OK)
         return status;
+    layer->stacked.shape = stacked;
 
-    stack_transformed(layer, x);
-    eq_tensor h_out = branch_view(layer, y);
-    return eq_layer_forward(layer->h, &layer->stacked, &h_out);
+    /* stacked[i * n + g] = g . x[i] */
+    size_t sample = x->shape.c * x->shape.h * x->shape.w;
+    for (size_t i = 0; i < x->shape.n; i++)
+        for (size_t g = 0; g < n; g++)
+            eq_action_apply(&layer->in_maps, g, x->data + i * sample, layer->stacked.data + (i * n + g) * sample);
+
+    eq_tensor h_out = branch_view(layer, y->shape, y->data);
+    status = eq_layer_forward(layer->h, &layer->stacked, &h_out);
+    if (status != EQ_OK || !layer->aligned)
+        return status;
+
+    status = eq_action_maps_prepare(&layer->out_maps, layer_name(layer), layer->group, EQ_ACTION_PIXELS,
+                                    h_out.shape);
+    if (status == EQ_OK)
+        status = reserve(layer, &layer->scratch, &layer->scratch_capacity, eq_shape_numel(h_out.shape) / h_out.shape.n);
+    if (status != EQ_OK)
+        return status;
+    turn_blocks_back(layer, y);
+    return EQ_OK;
 }
 
 static eq_status equivarify_backward(eq_layer *base, const eq_tensor *dy, eq_tensor *dx)
 {
     equivarify_layer *layer = (equivarify_layer *)base;
-    eq_tensor dh_out = branch_view(layer, dy);
+    size_t n = layer->group->order;
+    eq_tensor dh_out = branch_view(layer, dy->shape, dy->data);
+    eq_status status;
 
-    eq_status status = eq_layer_backward(layer->h, &dh_out, dx ? &layer->dstacked : NULL);
+    /* Aligned: h's output gradient is the adjoint of g^-1 applied to dy_g. */
+    if (layer->aligned) {
+        size_t count = eq_shape_numel(dy->shape), block = count / (dy->shape.n * n);
+        status = reserve(layer, &layer->dh_out.data, &layer->dh_out_capacity, count);
+        if (status != EQ_OK)
+            return status;
+        memset(layer->dh_out.data, 0, count * sizeof(float));
+        for (size_t i = 0; i < dy->shape.n; i++)
+            for (size_t g = 0; g < n; g++)
+                eq_action_apply_adjoint_add(&layer->out_maps, eq_group_inv(layer->group, g),
+                                            dy->data + (i * n + g) * block, layer->dh_out.data + (i * n + g) * block);
+        dh_out.data = layer->dh_out.data;
+    }
+
+    eq_tensor *dstacked = NULL;
+    if (dx) {
+        size_t count = eq_shape_numel(layer->stacked.shape);
+        status = reserve(layer, &layer->dstacked.data, &layer->dstacked_capacity, count);
+        if (status != EQ_OK)
+            return status;
+        layer->dstacked.shape = layer->stacked.shape;
+        dstacked = &layer->dstacked;
+    }
+    status = eq_layer_backward(layer->h, &dh_out, dstacked);
     if (status != EQ_OK || !dx)
         return status;
-    unstack_gradient(layer, dx);
+
+    /* dx[i] = sum over g, in element order, of the adjoint of g applied to
+     * dstacked[i * n + g]. */
+    size_t sample = dx->shape.c * dx->shape.h * dx->shape.w;
+    memset(dx->data, 0, eq_shape_numel(dx->shape) * sizeof(float));
+    for (size_t i = 0; i < dx->shape.n; i++)
+        for (size_t g = 0; g < n; g++)
+            eq_action_apply_adjoint_add(&layer->in_maps, g, layer->dstacked.data + (i * n + g) * sample,
+                                        dx->data + i * sample);
     return EQ_OK;
 }
 
@@ -241,16 +245,11 @@ static void equivarify_init_he(eq_layer *base, eq_rng *rng)
     eq_layer_init_he(((equivarify_layer *)base)->h, rng);
 }
 
-static const char *action_name(eq_action action)
-{
-    return action == EQ_ACTION_PIXELS ? "pixels" : "blocks";
-}
-
 static size_t equivarify_describe(const eq_layer *base, char *buf, size_t size)
 {
     const equivarify_layer *layer = (const equivarify_layer *)base;
-    size_t used = eq_describe_append(buf, size, 0, "equivarify(%s, %s, ", layer->group->name,
-                                     action_name(layer->input_action));
+    size_t used = eq_describe_append(buf, size, 0, "%s(%s, %s, ", layer_name(layer), layer->group->name,
+                                     eq_action_name(layer->input_action));
     used += eq_layer_describe(layer->h, used < size ? buf + used : NULL, used < size ? size - used : 0);
     return eq_describe_append(buf, size, used, ")");
 }
@@ -263,7 +262,10 @@ static void equivarify_destroy(eq_layer *base)
     eq_group_destroy(layer->group);
     eq_free(layer->stacked.data);
     eq_free(layer->dstacked.data);
-    free(layer->pixel_src);
+    eq_free(layer->dh_out.data);
+    eq_free(layer->scratch);
+    eq_action_maps_release(&layer->in_maps);
+    eq_action_maps_release(&layer->out_maps);
     free(layer);
 }
 
@@ -279,34 +281,37 @@ static const eq_layer_ops equivarify_ops = {
     .destroy = equivarify_destroy,
 };
 
-eq_status eq_equivarify(eq_layer *h, const eq_group *group, eq_action input_action, eq_layer **out)
+static eq_status create(eq_layer *h, const eq_group *group, eq_action input_action, int aligned,
+                        eq_layer **out)
 {
+    const char *who = aligned ? "eq_equivarify_aligned" : "eq_equivarify";
     equivarify_layer *layer = NULL;
-    eq_status status;
+    eq_status status = EQ_OK;
 
     if (out)
         *out = NULL;
-    if (!h || !group || !out) {
+    if (!h || !group || !out)
+        status = eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: h, group or out is NULL", who);
+    else if (input_action != EQ_ACTION_PIXELS && input_action != EQ_ACTION_BLOCKS
+             && input_action != EQ_ACTION_BLOCKS_PIXELS && input_action != EQ_ACTION_TRIVIAL)
+        status = eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: unknown input action %d", who, (int)input_action);
+    else if ((input_action == EQ_ACTION_PIXELS || input_action == EQ_ACTION_BLOCKS_PIXELS || aligned)
+             && !eq_group_has_pixel_action(group))
+        status = eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: group %s has no pixel action", who, group->name);
+    if (status != EQ_OK) {
         eq_layer_destroy(h);
-        return eq_error(EQ_ERR_INVALID_ARGUMENT, "eq_equivarify: h, group or out is NULL");
-    }
-    if (input_action != EQ_ACTION_PIXELS && input_action != EQ_ACTION_BLOCKS) {
-        eq_layer_destroy(h);
-        return eq_error(EQ_ERR_INVALID_ARGUMENT, "eq_equivarify: unknown input action %d", (int)input_action);
-    }
-    if (input_action == EQ_ACTION_PIXELS && !group->pixel_map) {
-        eq_layer_destroy(h);
-        return eq_error(EQ_ERR_INVALID_ARGUMENT, "eq_equivarify: group %s has no pixel action", group->name);
+        return status;
     }
 
     layer = calloc(1, sizeof *layer);
     if (!layer) {
         eq_layer_destroy(h);
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "eq_equivarify: out of memory");
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
     }
     eq_layer_base_init(&layer->base, &equivarify_ops);
     layer->h = h;
     layer->input_action = input_action;
+    layer->aligned = aligned;
     status = eq_group_clone(group, &layer->group);
     if (status != EQ_OK) {
         equivarify_destroy(&layer->base);
@@ -314,4 +319,27 @@ eq_status eq_equivarify(eq_layer *h, const eq_group *group, eq_action input_acti
     }
     *out = &layer->base;
     return EQ_OK;
+}
+
+eq_status eq_equivarify(eq_layer *h, const eq_group *group, eq_action input_action, eq_layer **out)
+{
+    return create(h, group, input_action, 0, out);
+}
+
+eq_status eq_equivarify_aligned(eq_layer *h, const eq_group *group, eq_action input_action, eq_layer **out)
+{
+    return create(h, group, input_action, 1, out);
+}
+
+/* Used by eq_equivariant_actions; NULL for layers of other kinds. */
+int eq_equivarify_query(const eq_layer *base, const eq_group **group, eq_action *input_action,
+                        eq_action *output_action)
+{
+    if (!base || base->ops != &equivarify_ops)
+        return 0;
+    const equivarify_layer *layer = (const equivarify_layer *)base;
+    *group = layer->group;
+    *input_action = layer->input_action;
+    *output_action = layer->aligned ? EQ_ACTION_BLOCKS_PIXELS : EQ_ACTION_BLOCKS;
+    return 1;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "equivar/equivarify.h"
 
 eq_status eq_group_alloc(const char *name, size_t order, eq_group **out)
 {
@@ -40,7 +41,18 @@ eq_status eq_group_clone(const eq_group *group, eq_group **out)
     memcpy(copy->mul, group->mul, n * n * sizeof *copy->mul);
     memcpy(copy->inv, group->inv, n * sizeof *copy->inv);
     memcpy(copy->element_names, group->element_names, n * sizeof *copy->element_names);
-    copy->pixel_map = group->pixel_map;
+    copy->pixel_action = group->pixel_action;
+    copy->user = group->user;
+    copy->pixel_size = group->pixel_size;
+    if (group->pixel_table) {
+        size_t count = n * group->pixel_size * group->pixel_size;
+        copy->pixel_table = malloc(count * sizeof *copy->pixel_table);
+        if (!copy->pixel_table) {
+            eq_group_destroy(copy);
+            return eq_error(EQ_ERR_OUT_OF_MEMORY, "group '%s': out of memory", group->name);
+        }
+        memcpy(copy->pixel_table, group->pixel_table, count * sizeof *copy->pixel_table);
+    }
     *out = copy;
     return EQ_OK;
 }
@@ -52,6 +64,7 @@ void eq_group_destroy(eq_group *group)
     free(group->mul);
     free(group->inv);
     free(group->element_names);
+    free(group->pixel_table);
     free(group);
 }
 
@@ -82,74 +95,42 @@ const char *eq_group_element_name(const eq_group *group, size_t a)
     return group->element_names[a];
 }
 
-void eq_group_pixel_permutation(const eq_group *group, size_t a, size_t size, size_t *src)
+int eq_group_has_pixel_action(const eq_group *group)
 {
-    group->pixel_map(a, size, src);
+    return group->pixel_table != NULL || group->pixel_action != NULL;
 }
 
-static eq_status check_action_args(const char *function, const eq_group *group, size_t a,
-                                   const eq_tensor *x, const eq_tensor *y)
+eq_status eq_group_pixel_permutation(const eq_group *group, size_t a, size_t size, size_t *src)
 {
-    char xs[EQ_SHAPE_STR_SIZE], ys[EQ_SHAPE_STR_SIZE];
+    size_t plane = size * size;
 
-    if (!group || !x || !y || !x->data || !y->data)
-        return eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: group, x or y is NULL", function);
-    if (a >= group->order)
-        return eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: element %zu is outside group %s of order %zu",
-                        function, a, group->name, group->order);
-    if (!eq_shape_equal(x->shape, y->shape))
-        return eq_error(EQ_ERR_SHAPE, "%s: y has shape %s, expected the shape of x %s", function,
-                        eq_shape_str(y->shape, ys), eq_shape_str(x->shape, xs));
+    if (group->pixel_table) {
+        if (size != group->pixel_size)
+            return eq_error(EQ_ERR_SHAPE, "group '%s': the pixel action is defined for %zux%zu images, not %zux%zu",
+                            group->name, group->pixel_size, group->pixel_size, size, size);
+        memcpy(src, group->pixel_table + a * plane, plane * sizeof *src);
+        return EQ_OK;
+    }
+    if (!group->pixel_action)
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "group '%s' has no pixel action", group->name);
+
+    eq_status status = group->pixel_action(group->user, a, size, src);
+    if (status != EQ_OK)
+        return eq_error(status, "group '%s': the pixel action callback failed for element %zu on %zux%zu images (%s)",
+                        group->name, a, size, size, eq_status_string(status));
+    for (size_t p = 0; p < plane; p++)
+        if (src[p] >= plane)
+            return eq_error(EQ_ERR_GROUP, "group '%s': element %zu maps pixel %zu to source %zu, outside the %zux%zu image",
+                            group->name, a, p, src[p], size, size);
     return EQ_OK;
 }
 
 eq_status eq_group_act_pixels(const eq_group *group, size_t a, const eq_tensor *x, eq_tensor *y)
 {
-    char xs[EQ_SHAPE_STR_SIZE];
-
-    eq_status status = check_action_args("eq_group_act_pixels", group, a, x, y);
-    if (status != EQ_OK)
-        return status;
-    if (x->shape.h != x->shape.w)
-        return eq_error(EQ_ERR_SHAPE, "eq_group_act_pixels: images must be square, x has shape %s",
-                        eq_shape_str(x->shape, xs));
-
-    size_t size = x->shape.h, plane = size * size;
-    size_t *src = malloc(plane * sizeof *src);
-    if (!src)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "eq_group_act_pixels: out of memory for a %zux%zu map", size, size);
-    group->pixel_map(a, size, src);
-
-    size_t planes = x->shape.n * x->shape.c;
-    for (size_t q = 0; q < planes; q++) {
-        const float *in = x->data + q * plane;
-        float *out = y->data + q * plane;
-        for (size_t p = 0; p < plane; p++)
-            out[p] = in[src[p]];
-    }
-    free(src);
-    return EQ_OK;
+    return eq_group_act(group, EQ_ACTION_PIXELS, a, x, y);
 }
 
 eq_status eq_group_act_blocks(const eq_group *group, size_t a, const eq_tensor *x, eq_tensor *y)
 {
-    char xs[EQ_SHAPE_STR_SIZE];
-
-    eq_status status = check_action_args("eq_group_act_blocks", group, a, x, y);
-    if (status != EQ_OK)
-        return status;
-    size_t n = group->order;
-    if (x->shape.c % n != 0)
-        return eq_error(EQ_ERR_SHAPE, "eq_group_act_blocks: %zu channels of %s do not split into %zu blocks of group %s",
-                        x->shape.c, eq_shape_str(x->shape, xs), n, group->name);
-
-    /* (a . x)_g = x_(g * a): block g of y is block g * a of x. */
-    size_t block = (x->shape.c / n) * x->shape.h * x->shape.w;
-    for (size_t i = 0; i < x->shape.n; i++) {
-        const float *in = x->data + i * n * block;
-        float *out = y->data + i * n * block;
-        for (size_t g = 0; g < n; g++)
-            memcpy(out + g * block, in + eq_group_mul(group, g, a) * block, block * sizeof(float));
-    }
-    return EQ_OK;
+    return eq_group_act(group, EQ_ACTION_BLOCKS, a, x, y);
 }

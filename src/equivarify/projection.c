@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/layer_impl.h"
+#include "equivarify/query.h"
 
 typedef struct projection_layer {
     eq_layer base;
@@ -84,4 +85,9 @@ eq_status eq_projection_create(size_t group_order, eq_layer **out)
     layer->order = group_order;
     *out = &layer->base;
     return EQ_OK;
+}
+
+int eq_projection_query(const eq_layer *layer)
+{
+    return layer && layer->ops == &projection_ops;
 }
