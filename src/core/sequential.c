@@ -1,0 +1,295 @@
+/* Sequential layer: children in order, with reused activation and gradient buffers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/layer_impl.h"
+
+typedef struct slot {
+    eq_layer *layer;
+    /* Output of this child, the next child's input. Unused for the last
+     * child, whose output is the caller's y. */
+    eq_tensor out;
+    size_t out_capacity; /* floats allocated at out.data */
+} slot;
+
+typedef struct sequential {
+    eq_layer base;
+    slot *slots;
+    size_t count, capacity;
+
+    /* Input gradients of children 1..count-1 alternate between two buffers:
+     * child i reads its dy from one and writes its dx into the other. */
+    float *grad[2];
+    size_t grad_capacity[2];
+} sequential;
+
+static const eq_layer_ops sequential_ops;
+
+static eq_status sequential_output_shape(const eq_layer *layer, eq_shape in, eq_shape *out)
+{
+    const sequential *seq = (const sequential *)layer;
+    char text[EQ_SHAPE_STR_SIZE];
+    eq_shape shape = in;
+
+    if (eq_shape_numel(in) == 0)
+        return eq_error(EQ_ERR_SHAPE, "sequential: input %s has a zero dimension or overflows size_t",
+                        eq_shape_str(in, text));
+
+    for (size_t i = 0; i < seq->count; i++) {
+        eq_status status = eq_layer_output_shape(seq->slots[i].layer, shape, &shape);
+        if (status != EQ_OK) {
+            /* Copied first, because eq_error overwrites the buffer it is in. */
+            char message[512];
+            snprintf(message, sizeof message, "%s", eq_last_error());
+            return eq_error(status, "sequential layer %zu: %s", i, message);
+        }
+    }
+    *out = shape;
+    return EQ_OK;
+}
+
+/* Grows a buffer to at least `count` floats. The old contents are dropped. */
+static eq_status reserve(float **buf, size_t *capacity, size_t count)
+{
+    if (count <= *capacity)
+        return EQ_OK;
+
+    eq_free(*buf);
+    *buf = eq_alloc_floats(count);
+    *capacity = *buf ? count : 0;
+    if (!*buf)
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "sequential: cannot allocate an activation buffer of %zu floats",
+                        count);
+    return EQ_OK;
+}
+
+/* Sizes the activation of every child but the last for input shape `in`.
+ * Buffers only grow, so a smaller batch after a larger one allocates
+ * nothing. */
+static eq_status plan_activations(sequential *seq, eq_shape in)
+{
+    eq_shape shape = in;
+
+    for (size_t i = 0; i + 1 < seq->count; i++) {
+        slot *s = &seq->slots[i];
+        eq_status status = eq_layer_output_shape(s->layer, shape, &shape);
+        if (status != EQ_OK)
+            return status;
+        status = reserve(&s->out.data, &s->out_capacity, eq_shape_numel(shape));
+        if (status != EQ_OK)
+            return status;
+        s->out.shape = shape;
+    }
+    return EQ_OK;
+}
+
+static eq_status sequential_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *y)
+{
+    sequential *seq = (sequential *)layer;
+
+    /* The empty sequence is the identity. */
+    if (seq->count == 0) {
+        memmove(y->data, x->data, eq_shape_numel(x->shape) * sizeof(float));
+        return EQ_OK;
+    }
+
+    eq_status status = plan_activations(seq, x->shape);
+    if (status != EQ_OK)
+        return status;
+
+    const eq_tensor *in = x;
+    for (size_t i = 0; i < seq->count; i++) {
+        eq_tensor *out = i + 1 < seq->count ? &seq->slots[i].out : y;
+        status = eq_layer_forward(seq->slots[i].layer, in, out);
+        if (status != EQ_OK)
+            return status;
+        in = out;
+    }
+    return EQ_OK;
+}
+
+static eq_status sequential_backward(eq_layer *layer, const eq_tensor *dy, eq_tensor *dx)
+{
+    sequential *seq = (sequential *)layer;
+
+    if (seq->count == 0) {
+        if (dx)
+            memmove(dx->data, dy->data, eq_shape_numel(dy->shape) * sizeof(float));
+        return EQ_OK;
+    }
+
+    /* Gradient buffers are sized on the first backward for a batch size, so
+     * a forward-only (evaluation) run never allocates them. */
+    for (size_t i = 0; i + 1 < seq->count; i++) {
+        eq_status status = reserve(&seq->grad[i % 2], &seq->grad_capacity[i % 2],
+                                   eq_shape_numel(seq->slots[i].out.shape));
+        if (status != EQ_OK)
+            return status;
+    }
+
+    const eq_tensor *grad_out = dy;
+    eq_tensor views[2];
+    for (size_t i = seq->count; i-- > 0;) {
+        /* Child i writes the gradient of its input, which is child i-1's
+         * output (buffer (i-1) % 2), or the caller's dx for child 0. */
+        eq_tensor *grad_in = dx;
+        if (i > 0) {
+            grad_in = &views[(i - 1) % 2];
+            grad_in->shape = seq->slots[i - 1].out.shape;
+            grad_in->data = seq->grad[(i - 1) % 2];
+        }
+        eq_status status = eq_layer_backward(seq->slots[i].layer, grad_out, grad_in);
+        if (status != EQ_OK)
+            return status;
+        grad_out = grad_in;
+    }
+    return EQ_OK;
+}
+
+static size_t sequential_param_count(const eq_layer *layer)
+{
+    const sequential *seq = (const sequential *)layer;
+    size_t total = 0;
+
+    for (size_t i = 0; i < seq->count; i++)
+        total += eq_layer_param_count(seq->slots[i].layer);
+    return total;
+}
+
+/* Parameters are numbered through the children in order. The caller
+ * (eq_layer_param) has checked that index is in range. */
+static eq_param sequential_param(eq_layer *layer, size_t index)
+{
+    sequential *seq = (sequential *)layer;
+    eq_param param;
+
+    memset(&param, 0, sizeof param);
+    for (size_t i = 0; i < seq->count; i++) {
+        size_t count = eq_layer_param_count(seq->slots[i].layer);
+        if (index < count) {
+            eq_layer_param(seq->slots[i].layer, index, &param);
+            break;
+        }
+        index -= count;
+    }
+    return param;
+}
+
+static void sequential_init_he(eq_layer *layer, eq_rng *rng)
+{
+    sequential *seq = (sequential *)layer;
+
+    for (size_t i = 0; i < seq->count; i++)
+        eq_layer_init_he(seq->slots[i].layer, rng);
+}
+
+static size_t sequential_describe(const eq_layer *layer, char *buf, size_t size)
+{
+    const sequential *seq = (const sequential *)layer;
+    size_t used = eq_describe_append(buf, size, 0, "sequential(");
+
+    for (size_t i = 0; i < seq->count; i++) {
+        if (i > 0)
+            used = eq_describe_append(buf, size, used, ", ");
+        /* A child that does not fit is measured but not written. */
+        if (used < size)
+            used += eq_layer_describe(seq->slots[i].layer, buf + used, size - used);
+        else
+            used += eq_layer_describe(seq->slots[i].layer, NULL, 0);
+    }
+    return eq_describe_append(buf, size, used, ")");
+}
+
+static void sequential_destroy(eq_layer *layer)
+{
+    sequential *seq = (sequential *)layer;
+
+    for (size_t i = 0; i < seq->count; i++) {
+        eq_layer_destroy(seq->slots[i].layer);
+        eq_free(seq->slots[i].out.data);
+    }
+    free(seq->slots);
+    eq_free(seq->grad[0]);
+    eq_free(seq->grad[1]);
+    free(seq);
+}
+
+static const eq_layer_ops sequential_ops = {
+    .kind = "sequential",
+    .output_shape = sequential_output_shape,
+    .forward = sequential_forward,
+    .backward = sequential_backward,
+    .param_count = sequential_param_count,
+    .param = sequential_param,
+    .init_he = sequential_init_he,
+    .describe = sequential_describe,
+    .destroy = sequential_destroy,
+};
+
+eq_status eq_sequential_create(eq_layer **out)
+{
+    if (!out)
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "eq_sequential_create: out is NULL");
+
+    sequential *seq = calloc(1, sizeof *seq);
+    *out = NULL;
+    if (!seq)
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "eq_sequential_create: cannot allocate the layer");
+    eq_layer_base_init(&seq->base, &sequential_ops);
+    *out = &seq->base;
+    return EQ_OK;
+}
+
+eq_status eq_sequential_append(eq_layer *seq_layer, eq_layer *layer)
+{
+    if (!layer)
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "eq_sequential_append: layer is NULL");
+    if (layer == seq_layer) {
+        /* NOTE: not destroyed, because destroying it would free the caller's sequence. */
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "eq_sequential_append: cannot append a sequential layer to itself");
+    }
+    if (!seq_layer || seq_layer->ops != &sequential_ops) {
+        eq_layer_destroy(layer);
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "eq_sequential_append: seq is %s, expected a sequential layer",
+                        seq_layer ? seq_layer->ops->kind : "NULL");
+    }
+
+    sequential *seq = (sequential *)seq_layer;
+    if (seq->count == seq->capacity) {
+        size_t capacity = seq->capacity ? 2 * seq->capacity : 8;
+        slot *slots = realloc(seq->slots, capacity * sizeof *slots);
+        if (!slots) {
+            eq_layer_destroy(layer);
+            return eq_error(EQ_ERR_OUT_OF_MEMORY, "eq_sequential_append: cannot grow the sequence to %zu layers",
+                            capacity);
+        }
+        seq->slots = slots;
+        seq->capacity = capacity;
+    }
+
+    memset(&seq->slots[seq->count], 0, sizeof seq->slots[seq->count]);
+    seq->slots[seq->count].layer = layer;
+    seq->count++;
+
+    /* The cached activations belong to the old sequence. */
+    seq->base.has_forward = 0;
+    return EQ_OK;
+}
+
+size_t eq_sequential_length(const eq_layer *seq)
+{
+    if (!seq || seq->ops != &sequential_ops)
+        return 0;
+    return ((const sequential *)seq)->count;
+}
+
+eq_layer *eq_sequential_get(eq_layer *seq, size_t index)
+{
+    if (!seq || seq->ops != &sequential_ops)
+        return NULL;
+
+    sequential *s = (sequential *)seq;
+    return index < s->count ? s->slots[index].layer : NULL;
+}
