@@ -751,9 +751,10 @@ static void mnist_short_run_learns_digits(void **state)
     eq_optimizer *optimizer = NULL;
     assert_int_equal(eq_optimizer_create(net, &sgd, &optimizer), EQ_OK);
     eq_train_config config = eq_train_config_default();
+    config.epochs = 2;
     config.batch_size = 32;
     config.schedule.kind = EQ_LR_WARMUP_COSINE;
-    config.schedule.base_lr = 0.05f;
+    config.schedule.base_lr = 0.02f;
     config.schedule.warmup_steps = 20;
     eq_labelled_set train_set = { train->images, train->labels, 5000, 1, 28, 28 };
     eq_status status = eq_train(net, optimizer, &train_set, &config, NULL);
@@ -763,7 +764,8 @@ static void mnist_short_run_learns_digits(void **state)
     eq_labelled_set test_set = { test->images, test->labels, 1000, 1, 28, 28 };
     eq_eval_result *result = NULL;
     assert_int_equal(eq_evaluate(net, &test_set, 100, NULL, &result), EQ_OK);
-    /* One epoch on 5,000 images reached 0.955 when this threshold was set. */
+    /* Two epochs on these 5,000 images reached 0.937 when this threshold was
+     * set (seed 1, about 1.5 s on a 2-core x86-64). */
     if (result->accuracy < 0.90)
         fail_msg("accuracy on 1,000 test images is %.4f, expected at least 0.90", result->accuracy);
     size_t total = 0;
