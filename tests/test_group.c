@@ -13,7 +13,7 @@
 #include "equivar/group.h"
 
 /* The Klein four-group {e, mirror left-right, mirror up-down, half turn}:
- * composing any two distinct mirrors gives the third element, so the
+ * composing any two distinct non-identity elements gives the third, so the
  * table is a XOR b. */
 static const size_t klein_table[16] = {
     0, 1, 2, 3,

@@ -84,8 +84,10 @@ static void rng_distributions_have_expected_moments(void **state)
     assert_true(sum_u / count > 0.49 && sum_u / count < 0.51);
     assert_true(sum_n / count > -0.01 && sum_n / count < 0.01);
     assert_true(sum_n2 / count > 0.98 && sum_n2 / count < 1.02);
-    for (int b = 0; b < 7; b++)
-        assert_true(histogram[b] > count / 7 - 1500 && histogram[b] < count / 7 + 1500);
+    for (int b = 0; b < 7; b++) {
+        assert_true(histogram[b] > (size_t)(count / 7 - 1500));
+        assert_true(histogram[b] < (size_t)(count / 7 + 1500));
+    }
 }
 
 static void status_strings_are_named(void **state)

@@ -112,11 +112,13 @@ eq_status eq_maxpool_create(size_t size, size_t stride, eq_layer **out);
 /* (N, C, H, W) -> (N, C * H * W, 1, 1); the data is not moved. */
 eq_status eq_flatten_create(eq_layer **out);
 
-/* A sequence of layers applied in order; starts empty. */
+/* A sequence of layers applied in order; starts empty, and an empty
+ * sequential layer is the identity. */
 eq_status eq_sequential_create(eq_layer **out);
 
 /* Appends `layer` to the sequential layer `seq`, taking ownership of it
- * (it is destroyed if the call fails).
+ * (it is destroyed if the call fails, except when layer == seq, which is
+ * rejected and left to the caller).
  * Returns EQ_OK, EQ_ERR_INVALID_ARGUMENT (seq is not sequential or layer is
  * NULL) or EQ_ERR_OUT_OF_MEMORY. */
 eq_status eq_sequential_append(eq_layer *seq, eq_layer *layer);

@@ -17,8 +17,8 @@
  * failing path reads `return eq_error(EQ_ERR_SHAPE, "...", ...);`. */
 eq_status eq_error(eq_status status, const char *format, ...) EQ_PRINTF(2, 3);
 
-/* Formats a shape as "(N, C, H, W)" into buf; returns buf. 64 bytes always
- * suffice for four size_t values. */
+/* Formats a shape as "(N, C, H, W)" into buf; returns buf. Four 20-digit
+ * size_t values and the punctuation need 89 bytes. */
 #define EQ_SHAPE_STR_SIZE 96
 char *eq_shape_str(eq_shape shape, char buf[EQ_SHAPE_STR_SIZE]);
 
