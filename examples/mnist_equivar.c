@@ -52,7 +52,7 @@ static void set_defaults(options *opts)
     memset(opts, 0, sizeof *opts);
     opts->command = COMMAND_BOTH;
     snprintf(opts->group, sizeof opts->group, "c4");
-    opts->epochs = 3;
+    opts->epochs = 2;
     opts->batch = 64;
     opts->lr = 0.05;
     opts->warmup = 200;
@@ -79,9 +79,9 @@ static void print_help(FILE *out)
             "  --group NAME        symmetry group of the network: c4, d4 or none (a plain\n"
             "                      CNN of the same widths); default c4. eval takes the\n"
             "                      group and widths from the checkpoint.\n"
-            "  --test-group NAME   group whose random elements transform the test images;\n"
-            "                      default: --group, or c4 when --group is none\n"
-            "  --epochs N          passes over the training set; default 3\n"
+            "  --test-group NAME   group whose random elements transform the test images:\n"
+            "                      c4 or d4; default: the network's group, or c4 for none\n"
+            "  --epochs N          passes over the training set; default 2\n"
             "  --batch N           images per mini-batch; default 64\n"
             "  --lr X              peak learning rate of SGD with momentum 0.9; default 0.05\n"
             "  --warmup N          optimiser steps of linear warm-up before the cosine decay\n"
@@ -145,59 +145,89 @@ static int known_group(const char *name)
     return strcmp(name, "c4") == 0 || strcmp(name, "d4") == 0 || strcmp(name, "none") == 0;
 }
 
+static int parse_count(const char *name, const char *value, size_t max, size_t *out)
+{
+    if (!parse_size(value, out) || *out > max)
+        return usage_error("%s: invalid value '%s', expected a positive integer", name, value);
+    return 0;
+}
+
+static int parse_group(const char *name, const char *value, int allow_none, char out[32])
+{
+    if (strcmp(value, "c4") != 0 && strcmp(value, "d4") != 0 && !(allow_none && strcmp(value, "none") == 0))
+        return usage_error(allow_none ? "%s: unknown group '%s', expected c4, d4 or none"
+                                      : "%s: unknown group '%s', expected c4 or d4",
+                           name, value);
+    snprintf(out, 32, "%s", value);
+    return 0;
+}
+
 /* Returns 0 on success or the exit status for a usage error. */
 static int parse_option(options *opts, const char *name, const char *value)
 {
+    static const char *const names[] = {
+        "--group", "--test-group", "--epochs", "--batch", "--lr", "--warmup", "--widths",
+        "--seed", "--threads", "--data", "--checkpoint", "--json",
+    };
+    size_t known = 0;
     size_t number;
+    char *end;
 
+    while (known < sizeof names / sizeof names[0] && strcmp(name, names[known]) != 0)
+        known++;
+    if (known == sizeof names / sizeof names[0])
+        return usage_error("unknown option '%s'%s", name, "");
     if (!value)
         return usage_error("%s needs a value%s", name, "");
 
-    if (strcmp(name, "--group") == 0 || strcmp(name, "--test-group") == 0) {
-        if (!known_group(value) || (strcmp(name, "--test-group") == 0 && strcmp(value, "none") == 0))
-            return usage_error("%s: unknown group '%s', expected c4, d4 or none (--group only)", name, value);
-        char *target = strcmp(name, "--group") == 0 ? opts->group : opts->test_group;
-        snprintf(target, sizeof opts->group, "%s", value);
-    } else if (strcmp(name, "--epochs") == 0 || strcmp(name, "--batch") == 0 || strcmp(name, "--threads") == 0) {
-        if (!parse_size(value, &number) || (strcmp(name, "--threads") == 0 && number > 256))
-            return usage_error("%s: invalid value '%s', expected a positive integer (threads: at most 256)",
-                               name, value);
-        if (strcmp(name, "--epochs") == 0)
-            opts->epochs = number;
-        else if (strcmp(name, "--batch") == 0)
-            opts->batch = number;
-        else
-            opts->threads = (int)number;
-    } else if (strcmp(name, "--warmup") == 0) {
+    if (strcmp(name, "--group") == 0)
+        return parse_group(name, value, 1, opts->group);
+    if (strcmp(name, "--test-group") == 0)
+        return parse_group(name, value, 0, opts->test_group);
+    if (strcmp(name, "--epochs") == 0)
+        return parse_count(name, value, SIZE_MAX, &opts->epochs);
+    if (strcmp(name, "--batch") == 0)
+        return parse_count(name, value, SIZE_MAX, &opts->batch);
+    if (strcmp(name, "--threads") == 0) {
+        if (!parse_size(value, &number) || number > 256)
+            return usage_error("%s: invalid value '%s', expected an integer from 1 to 256", name, value);
+        opts->threads = (int)number;
+        return 0;
+    }
+    if (strcmp(name, "--warmup") == 0) {
         if (strcmp(value, "0") == 0)
             opts->warmup = 0;
         else if (!parse_size(value, &opts->warmup))
             return usage_error("%s: invalid value '%s', expected an integer >= 0", name, value);
-    } else if (strcmp(name, "--lr") == 0) {
-        char *end;
+        return 0;
+    }
+    if (strcmp(name, "--lr") == 0) {
         errno = 0;
         opts->lr = strtod(value, &end);
         if (errno != 0 || *end != '\0' || end == value || !(opts->lr > 0.0) || !isfinite(opts->lr))
             return usage_error("%s: invalid value '%s', expected a number > 0", name, value);
-    } else if (strcmp(name, "--seed") == 0) {
-        char *end;
+        return 0;
+    }
+    if (strcmp(name, "--seed") == 0) {
         errno = 0;
         opts->seed = strtoull(value, &end, 10);
         if (errno != 0 || *end != '\0' || *value < '0' || *value > '9')
             return usage_error("%s: invalid value '%s', expected an integer >= 0", name, value);
-    } else if (strcmp(name, "--widths") == 0) {
+        return 0;
+    }
+    if (strcmp(name, "--widths") == 0) {
         if (!parse_widths(value, opts->widths))
             return usage_error("%s: invalid value '%s', expected three positive integers up to 4096, e.g. 8,16,64",
                                name, value);
-    } else if (strcmp(name, "--data") == 0) {
-        opts->data_dir = value;
-    } else if (strcmp(name, "--checkpoint") == 0) {
-        opts->checkpoint = value;
-    } else if (strcmp(name, "--json") == 0) {
-        opts->json = value;
-    } else {
-        return usage_error("unknown option '%s'%s", name, "");
+        return 0;
     }
+
+    if (strcmp(name, "--data") == 0)
+        opts->data_dir = value;
+    else if (strcmp(name, "--checkpoint") == 0)
+        opts->checkpoint = value;
+    else
+        opts->json = value;
     return 0;
 }
 
