@@ -16,7 +16,6 @@
 #endif
 
 #define DIGITS 10
-#define IMAGE_SIZE 28
 
 /* MNIST training-set pixel mean and standard deviation on the [0, 1] scale.
  * A pixelwise affine map commutes with pixel permutations, so standardising
@@ -277,9 +276,9 @@ static int parse_arguments(int argc, char **argv, options *opts)
 /* --- Data and network ------------------------------------------------------ */
 
 /* Prints the library's message for a failed call and returns exit status 1. */
-static int library_error(const char *what, eq_status status)
+static int library_error(const char *action, eq_status status)
 {
-    fprintf(stderr, "mnist_equivar: %s failed (%s): %s\n", what, eq_status_string(status), eq_last_error());
+    fprintf(stderr, "mnist_equivar: %s failed (%s): %s\n", action, eq_status_string(status), eq_last_error());
     return 1;
 }
 
@@ -581,8 +580,9 @@ static eq_status score(eq_layer *net, const eq_labelled_set *set, const int32_t 
     return EQ_OK;
 }
 
-/* Transforms test image i by a random element k of the test group; the joint
- * label is inv(k) * 10 + digit, the block of the element that turns it back. */
+/* Transforms each test image by a random element k of the test group. Its
+ * joint label is inv(k) * 10 + digit, because the block of inv(k), the
+ * element that turns the image back upright, is the one that fires. */
 static eq_status transform_test_set(const eq_mnist *test, const eq_group *group, int joint, uint64_t seed,
                                     float *images, int32_t *labels, size_t *elements)
 {

@@ -13,7 +13,7 @@
 #include "equivar.h"
 #include "testutil.h"
 
-/* --- A layer that only holds a parameter ---------------------------------- */
+/* --- A layer with one parameter and nothing else ------------------------------ */
 
 /* Identity on its input, with one parameter "weight" of shape (2, 1, 1, 1)
  * whose gradient the tests set by hand, so optimiser steps can be checked
@@ -320,8 +320,8 @@ static eq_layer *mlp_create(size_t in, size_t hidden, size_t classes, uint64_t s
     return net;
 }
 
-/* Images (count, 1, 4, 4) uniform in [0, 1); the label is the index of the
- * largest of the first three pixels, a rule a small MLP learns quickly. */
+/* Images (count, 1, 4, 4) uniform in [0, 1). The label is the index of the
+ * largest of the first three pixels, a rule that a small MLP learns quickly. */
 typedef struct synthetic_set {
     float *images;
     int32_t *labels;

@@ -29,7 +29,7 @@ extern "C" {
 /* Saves the parameters of `network`, its description and `metadata` (a
  * NUL-terminated string of the caller's choice, e.g. the options that built
  * the network; NULL stores ""). The file is written to "<path>.tmp", flushed
- * to disk and renamed to path, so path holds either the old file or the
+ * to disk and renamed to path, so path contains either the old file or the
  * complete new one.
  * Returns EQ_OK, EQ_ERR_INVALID_ARGUMENT, EQ_ERR_IO (the message names the
  * file and the system error) or EQ_ERR_OUT_OF_MEMORY. */
