@@ -27,7 +27,7 @@ typedef struct gemm_case {
     float alpha, beta;
 } gemm_case;
 
-/* Operands of one case, with the leading dimensions it asks for. */
+/* Operands of one case, with the leading dimensions it requests. */
 typedef struct operands {
     gemm_case spec;
     size_t lda, ldb, ldc;
@@ -297,8 +297,8 @@ static void tiles_match_element_recipe(void **state)
     assert_int_equal(eq_gemm_force_kernel(NULL), EQ_OK);
 }
 
-/* With many rows and a large op(B) K block the driver packs an
- * untransposed B instead of reading it in place; that path must give the
+/* With many rows and a large op(B) K block, the driver packs an
+ * untransposed B instead of reading it in place. That path must give the
  * recipe's bits too, for every kernel and thread count. */
 static void packed_b_matches_element_recipe(void **state)
 {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -354,6 +355,24 @@ static void parse_num_threads_invalid(void **state)
     assert_int_equal(count, -1);
 }
 
+static void default_num_threads_falls_back(void **state)
+{
+    (void)state;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int online = (int)cpus;
+    if (cpus < 1)
+        online = 1;
+    if (cpus > EQ_MAX_THREADS)
+        online = EQ_MAX_THREADS;
+
+    assert_int_equal(eq_default_num_threads("5"), 5);
+    assert_int_equal(eq_default_num_threads(NULL), online);
+    assert_int_equal(eq_default_num_threads(""), online);
+    assert_int_equal(eq_default_num_threads("0"), online);
+    assert_int_equal(eq_default_num_threads("lots"), online);
+    assert_int_equal(eq_default_num_threads("100000"), online);
+}
+
 static int set_environment(void **state)
 {
     (void)state;
@@ -376,6 +395,7 @@ int main(void)
         cmocka_unit_test(set_num_threads_accepts_limits),
         cmocka_unit_test(parse_num_threads_valid),
         cmocka_unit_test(parse_num_threads_invalid),
+        cmocka_unit_test(default_num_threads_falls_back),
     };
 
     return cmocka_run_group_tests(tests, set_environment, NULL);

@@ -11,8 +11,10 @@ extern "C" {
 /* Sets the number of threads kernels use (1 = no worker threads). The
  * default is the EQ_NUM_THREADS environment variable if set, else the number
  * of online CPUs. Results are bitwise identical for every thread count.
- * Returns EQ_OK, EQ_ERR_INVALID_ARGUMENT (count 0 or above 256) or
- * EQ_ERR_OUT_OF_MEMORY. Not safe to call while another thread runs a kernel. */
+ * Safe to call while other threads run kernels: those run on their calling
+ * thread while the pool is rebuilt.
+ * Returns EQ_OK, EQ_ERR_INVALID_ARGUMENT (count 0 or above 256),
+ * EQ_ERR_STATE (called from inside a parallel loop) or EQ_ERR_OUT_OF_MEMORY. */
 eq_status eq_set_num_threads(int count);
 
 /* Returns the number of threads kernels use. */

@@ -4,56 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/conv2d_chunks.h"
+#include "core/conv2d_impl.h"
 #include "core/error.h"
 #include "core/gemm.h"
-#include "core/im2col.h"
-#include "core/layer_impl.h"
-
-/* Maximum size of the column buffer in floats (4 MiB). The batch is lowered
- * one chunk of whole images at a time, so memory stays bounded for any batch
- * size. An image whose column matrix alone is larger is split into tiles of
- * output positions, with tile sizes that depend only on the layer and the
- * image size. */
-#define COLS_BUDGET ((size_t)1 << 20)
 
 /* Long enough for any description: six size_t values and the fixed text. */
 #define DESCRIPTION_SIZE 192
 
-typedef struct conv2d {
-    eq_layer base;
-    size_t ic, oc, kh, kw, stride, pad;
-    size_t k;                /* IC * KH * KW, the GEMM reduction length */
-    float *weight, *dweight; /* (OC, IC, KH, KW), also read as (OC, K) */
-    float *bias, *dbias;     /* (OC) */
-
-    /* Cached by forward for backward. */
-    const float *x;          /* (N, IC, H, W), owned by the caller */
-    size_t n;
-    eq_conv_geom geom;
-    size_t images_per_chunk; /* whole images per chunk, 1 when tiled */
-    size_t tile;             /* output positions per image in a chunk */
-    int cols_cached;         /* cols contains the column matrix of the whole batch */
-
-    float *cols;             /* (K, chunk columns) */
-    size_t cols_capacity;
-    float *chunk_out;        /* (OC, chunk columns): GEMM output, or the chunk's dy */
-    size_t chunk_out_capacity;
-} conv2d;
-
-/* One chunk: output positions [p0, p1) of images [n0, n0 + count). Its
- * columns are image-major, count * (p1 - p0) of them. */
-typedef struct chunk {
-    size_t n0, count, p0, p1;
-} chunk;
-
-static size_t min_size(size_t a, size_t b)
-{
-    return a < b ? a : b;
-}
-
 static size_t conv2d_describe(const eq_layer *layer, char *buf, size_t size)
 {
-    const conv2d *conv = (const conv2d *)layer;
+    const eq_conv2d *conv = (const eq_conv2d *)layer;
 
     return eq_describe_append(buf, size, 0, "conv2d(%zu->%zu, %zux%zu, stride %zu, pad %zu)",
                               conv->ic, conv->oc, conv->kh, conv->kw, conv->stride, conv->pad);
@@ -61,7 +22,7 @@ static size_t conv2d_describe(const eq_layer *layer, char *buf, size_t size)
 
 static eq_status conv2d_output_shape(const eq_layer *layer, eq_shape in, eq_shape *out)
 {
-    const conv2d *conv = (const conv2d *)layer;
+    const eq_conv2d *conv = (const eq_conv2d *)layer;
     char name[DESCRIPTION_SIZE], text[EQ_SHAPE_STR_SIZE];
 
     conv2d_describe(layer, name, sizeof name);
@@ -90,130 +51,36 @@ static eq_status conv2d_output_shape(const eq_layer *layer, eq_shape in, eq_shap
     return EQ_OK;
 }
 
-/* Grows *buf to at least `count` floats. The old contents are dropped. */
-static eq_status reserve(float **buf, size_t *capacity, size_t count, const char *buffer_name)
+static void forward_chunk(eq_conv2d *conv, const eq_conv2d_chunk *ch, float *y)
 {
-    if (count <= *capacity)
-        return EQ_OK;
+    const size_t columns = eq_conv2d_chunk_columns(ch);
 
-    eq_free(*buf);
-    *buf = eq_alloc_floats(count);
-    *capacity = *buf ? count : 0;
-    if (!*buf)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: cannot allocate the %s buffer of %zu floats",
-                        buffer_name, count);
-    return EQ_OK;
-}
-
-/* Chooses the chunking for an input of shape `in` and grows the buffers to
- * fit the largest chunk. */
-static eq_status plan_chunks(conv2d *conv, eq_shape in, eq_shape out)
-{
-    eq_conv_geom geom = { in.c, in.h, in.w, conv->kh, conv->kw, conv->stride, conv->pad, out.h, out.w };
-    size_t positions = out.h * out.w;
-    size_t image_cols; /* K * OH * OW */
-
-    conv->geom = geom;
-    conv->n = in.n;
-    if (eq_size_mul(conv->k, positions, &image_cols) && image_cols <= COLS_BUDGET) {
-        conv->images_per_chunk = min_size(COLS_BUDGET / image_cols, in.n);
-        conv->tile = positions;
-    } else {
-        /* Equal tiles, each at most max_tile columns (at least one). */
-        size_t max_tile = COLS_BUDGET / conv->k > 0 ? COLS_BUDGET / conv->k : 1;
-        size_t tiles = (positions + max_tile - 1) / max_tile;
-        conv->images_per_chunk = 1;
-        conv->tile = (positions + tiles - 1) / tiles;
-    }
-
-    size_t columns = conv->images_per_chunk * conv->tile; /* no overflow: bounded by N * OH * OW */
-    size_t cols_count, out_count;
-    if (!eq_size_mul(conv->k, columns, &cols_count) || !eq_size_mul(conv->oc, columns, &out_count))
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: chunk buffers for %zu columns overflow size_t", columns);
-
-    eq_status status = reserve(&conv->cols, &conv->cols_capacity, cols_count, "column");
-    if (status != EQ_OK)
-        return status;
-    return reserve(&conv->chunk_out, &conv->chunk_out_capacity, out_count, "chunk output");
-}
-
-static size_t chunk_columns(const chunk *ch)
-{
-    return ch->count * (ch->p1 - ch->p0);
-}
-
-static size_t chunk_total(const conv2d *conv)
-{
-    size_t positions = conv->geom.oh * conv->geom.ow;
-    size_t image_chunks = (conv->n + conv->images_per_chunk - 1) / conv->images_per_chunk;
-
-    return image_chunks * ((positions + conv->tile - 1) / conv->tile);
-}
-
-/* Returns chunk `index` in the order: image chunks outer, tiles inner. */
-static chunk chunk_at(const conv2d *conv, size_t index)
-{
-    size_t positions = conv->geom.oh * conv->geom.ow;
-    size_t tiles = (positions + conv->tile - 1) / conv->tile;
-    chunk ch;
-
-    ch.n0 = index / tiles * conv->images_per_chunk;
-    ch.count = min_size(conv->images_per_chunk, conv->n - ch.n0);
-    ch.p0 = index % tiles * conv->tile;
-    ch.p1 = min_size(ch.p0 + conv->tile, positions);
-    return ch;
-}
-
-/* Lowers the chunk's part of x (N, IC, H, W) into cols (K, columns). */
-static void lower_chunk(conv2d *conv, const chunk *ch)
-{
-    const size_t image_size = conv->geom.c * conv->geom.h * conv->geom.w;
-    const size_t width = ch->p1 - ch->p0;
-    const size_t columns = chunk_columns(ch);
-
-    for (size_t i = 0; i < ch->count; i++)
-        eq_im2col(&conv->geom, conv->x + (ch->n0 + i) * image_size, ch->p0, ch->p1,
-                  conv->cols + i * width, columns);
-}
-
-static void forward_chunk(conv2d *conv, const chunk *ch, float *y)
-{
-    const size_t positions = conv->geom.oh * conv->geom.ow;
-    const size_t width = ch->p1 - ch->p0;
-    const size_t columns = chunk_columns(ch);
-
-    lower_chunk(conv, ch);
+    eq_conv2d_lower_chunk(conv, ch);
 
     /* chunk_out (OC, columns) = weight (OC, K) * cols (K, columns). Each
      * output depends only on its weight row and its column, which keeps a
      * sample's output independent of the batch around it. */
     eq_gemm(0, 0, conv->oc, columns, conv->k, 1.0f, conv->weight, conv->k, conv->cols, columns,
             0.0f, conv->chunk_out, columns);
-
-    for (size_t i = 0; i < ch->count; i++) {
-        for (size_t oc = 0; oc < conv->oc; oc++) {
-            float *y_nc = y + ((ch->n0 + i) * conv->oc + oc) * positions + ch->p0;
-            const float *src = conv->chunk_out + oc * columns + i * width;
-            const float b = conv->bias[oc];
-            for (size_t p = 0; p < width; p++)
-                y_nc[p] = src[p] + b;
-        }
-    }
+    eq_conv2d_store_chunk(conv, ch, 0, y);
 }
 
 static eq_status conv2d_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *y)
 {
-    conv2d *conv = (conv2d *)layer;
+    eq_conv2d *conv = (eq_conv2d *)layer;
 
     conv->cols_cached = 0;
-    eq_status status = plan_chunks(conv, x->shape, y->shape);
+    conv->blocks_forward = 0;
+    eq_status status = eq_conv2d_plan_chunks(conv, x->shape, y->shape);
     if (status != EQ_OK)
         return status;
     conv->x = x->data;
+    conv->branches = 1;
+    conv->sources = NULL;
 
-    size_t total = chunk_total(conv);
+    size_t total = eq_conv2d_chunk_count(conv);
     for (size_t index = 0; index < total; index++) {
-        chunk ch = chunk_at(conv, index);
+        eq_conv2d_chunk ch = eq_conv2d_chunk_at(conv, index);
         forward_chunk(conv, &ch, y->data);
     }
 
@@ -222,37 +89,13 @@ static eq_status conv2d_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *
     return EQ_OK;
 }
 
-static void bias_gradient(conv2d *conv, const float *dy)
+static void backward_chunk(eq_conv2d *conv, const eq_conv2d_chunk *ch, const float *dy, float *dx)
 {
-    const size_t positions = conv->geom.oh * conv->geom.ow;
+    const size_t columns = eq_conv2d_chunk_columns(ch);
 
-    for (size_t oc = 0; oc < conv->oc; oc++) {
-        double sum = 0.0;
-        for (size_t n = 0; n < conv->n; n++) {
-            const float *dy_nc = dy + (n * conv->oc + oc) * positions;
-            for (size_t p = 0; p < positions; p++)
-                sum += dy_nc[p];
-        }
-        conv->dbias[oc] += (float)sum;
-    }
-}
-
-static void backward_chunk(conv2d *conv, const chunk *ch, const float *dy, float *dx)
-{
-    const size_t positions = conv->geom.oh * conv->geom.ow;
-    const size_t image_size = conv->geom.c * conv->geom.h * conv->geom.w;
-    const size_t width = ch->p1 - ch->p0;
-    const size_t columns = chunk_columns(ch);
-
-    /* Gather the chunk's dy into chunk_out (OC, columns). */
-    for (size_t i = 0; i < ch->count; i++) {
-        for (size_t oc = 0; oc < conv->oc; oc++) {
-            const float *dy_nc = dy + ((ch->n0 + i) * conv->oc + oc) * positions + ch->p0;
-            memcpy(conv->chunk_out + oc * columns + i * width, dy_nc, width * sizeof(float));
-        }
-    }
+    eq_conv2d_gather_chunk(conv, ch, 0, dy);
     if (!conv->cols_cached)
-        lower_chunk(conv, ch);
+        eq_conv2d_lower_chunk(conv, ch);
 
     /* dweight (OC, K) += dy (OC, columns) * cols^T (columns, K). */
     eq_gemm(0, 1, conv->oc, conv->k, columns, 1.0f, conv->chunk_out, columns, conv->cols, columns,
@@ -265,22 +108,22 @@ static void backward_chunk(conv2d *conv, const chunk *ch, const float *dy, float
     eq_gemm(1, 0, conv->k, columns, conv->oc, 1.0f, conv->weight, conv->k, conv->chunk_out, columns,
             0.0f, conv->cols, columns);
     conv->cols_cached = 0;
-    for (size_t i = 0; i < ch->count; i++)
-        eq_col2im_add(&conv->geom, conv->cols + i * width, columns, ch->p0, ch->p1,
-                      dx + (ch->n0 + i) * image_size);
+    eq_conv2d_unlower_chunk(conv, ch, dx);
 }
 
 static eq_status conv2d_backward(eq_layer *layer, const eq_tensor *dy, eq_tensor *dx)
 {
-    conv2d *conv = (conv2d *)layer;
+    eq_conv2d *conv = (eq_conv2d *)layer;
 
-    bias_gradient(conv, dy->data);
+    /* A multi-branch forward clears has_forward, so layer.c rejects this
+     * call after one and the cache here is always a plain one. */
+    eq_conv2d_bias_gradient(conv, dy->data);
     if (dx)
         memset(dx->data, 0, eq_shape_numel(dx->shape) * sizeof(float));
 
-    size_t total = chunk_total(conv);
+    size_t total = eq_conv2d_chunk_count(conv);
     for (size_t index = 0; index < total; index++) {
-        chunk ch = chunk_at(conv, index);
+        eq_conv2d_chunk ch = eq_conv2d_chunk_at(conv, index);
         backward_chunk(conv, &ch, dy->data, dx ? dx->data : NULL);
     }
     return EQ_OK;
@@ -294,7 +137,7 @@ static size_t conv2d_param_count(const eq_layer *layer)
 
 static eq_param conv2d_param(eq_layer *layer, size_t index)
 {
-    conv2d *conv = (conv2d *)layer;
+    eq_conv2d *conv = (eq_conv2d *)layer;
     eq_param param;
 
     if (index == 0) {
@@ -315,7 +158,7 @@ static eq_param conv2d_param(eq_layer *layer, size_t index)
 
 static void conv2d_init_he(eq_layer *layer, eq_rng *rng)
 {
-    conv2d *conv = (conv2d *)layer;
+    eq_conv2d *conv = (eq_conv2d *)layer;
     const float std = (float)sqrt(2.0 / (double)conv->k); /* fan_in = IC * KH * KW */
 
     for (size_t i = 0; i < conv->oc * conv->k; i++)
@@ -325,7 +168,7 @@ static void conv2d_init_he(eq_layer *layer, eq_rng *rng)
 
 static void conv2d_destroy(eq_layer *layer)
 {
-    conv2d *conv = (conv2d *)layer;
+    eq_conv2d *conv = (eq_conv2d *)layer;
 
     eq_free(conv->weight);
     eq_free(conv->dweight);
@@ -366,7 +209,7 @@ eq_status eq_conv2d_create(size_t in_channels, size_t out_channels,
         return eq_error(EQ_ERR_OUT_OF_MEMORY, "eq_conv2d_create: weight shape (%zu, %zu, %zu, %zu) overflows size_t",
                         out_channels, in_channels, kernel_h, kernel_w);
 
-    conv2d *conv = calloc(1, sizeof *conv);
+    eq_conv2d *conv = calloc(1, sizeof *conv);
     if (!conv)
         return eq_error(EQ_ERR_OUT_OF_MEMORY, "eq_conv2d_create: cannot allocate the layer");
     eq_layer_base_init(&conv->base, &conv2d_ops);
@@ -387,4 +230,9 @@ eq_status eq_conv2d_create(size_t in_channels, size_t out_channels,
     }
     *out = &conv->base;
     return EQ_OK;
+}
+
+int eq_conv2d_is(const eq_layer *layer)
+{
+    return layer && layer->ops == &conv2d_ops;
 }

@@ -36,4 +36,9 @@ void eq_parallel_for(size_t count, size_t grain, eq_parallel_fn fn, void *ctx);
  * "4x", "1e3", an overflowing number). */
 int eq_parse_num_threads(const char *text, int *count);
 
+/* Returns the pool size for an EQ_NUM_THREADS value `text` (NULL if unset):
+ * the parsed count if valid, else the number of online CPUs, clamped to
+ * 1..EQ_MAX_THREADS. */
+int eq_default_num_threads(const char *text);
+
 #endif

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/layer_impl.h"
+#include "core/sequential_impl.h"
 
 typedef struct slot {
     eq_layer *layer;
@@ -65,14 +66,14 @@ static eq_status reserve(float **buf, size_t *capacity, size_t count)
     return EQ_OK;
 }
 
-/* Sizes the activation of every child but the last for input shape `in`.
- * Buffers only grow, so a smaller batch after a larger one allocates
- * nothing. */
-static eq_status plan_activations(sequential *seq, eq_shape in)
+/* Sizes the activations of children first..count-2 for input shape `in` of
+ * child `first`. Buffers only grow, so a smaller batch after a larger one
+ * allocates nothing. */
+static eq_status plan_activations(sequential *seq, size_t first, eq_shape in)
 {
     eq_shape shape = in;
 
-    for (size_t i = 0; i + 1 < seq->count; i++) {
+    for (size_t i = first; i + 1 < seq->count; i++) {
         slot *s = &seq->slots[i];
         eq_status status = eq_layer_output_shape(s->layer, shape, &shape);
         if (status != EQ_OK)
@@ -85,22 +86,20 @@ static eq_status plan_activations(sequential *seq, eq_shape in)
     return EQ_OK;
 }
 
-static eq_status sequential_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *y)
+static eq_status forward_from(sequential *seq, size_t first, const eq_tensor *x, eq_tensor *y)
 {
-    sequential *seq = (sequential *)layer;
-
-    /* The empty sequence is the identity. */
-    if (seq->count == 0) {
+    /* An empty remainder is the identity. */
+    if (first == seq->count) {
         memmove(y->data, x->data, eq_shape_numel(x->shape) * sizeof(float));
         return EQ_OK;
     }
 
-    eq_status status = plan_activations(seq, x->shape);
+    eq_status status = plan_activations(seq, first, x->shape);
     if (status != EQ_OK)
         return status;
 
     const eq_tensor *in = x;
-    for (size_t i = 0; i < seq->count; i++) {
+    for (size_t i = first; i < seq->count; i++) {
         eq_tensor *out = i + 1 < seq->count ? &seq->slots[i].out : y;
         status = eq_layer_forward(seq->slots[i].layer, in, out);
         if (status != EQ_OK)
@@ -110,11 +109,14 @@ static eq_status sequential_forward(eq_layer *layer, const eq_tensor *x, eq_tens
     return EQ_OK;
 }
 
-static eq_status sequential_backward(eq_layer *layer, const eq_tensor *dy, eq_tensor *dx)
+static eq_status sequential_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *y)
 {
-    sequential *seq = (sequential *)layer;
+    return forward_from((sequential *)layer, 0, x, y);
+}
 
-    if (seq->count == 0) {
+static eq_status backward_from(sequential *seq, size_t first, const eq_tensor *dy, eq_tensor *dx)
+{
+    if (first == seq->count) {
         if (dx)
             memmove(dx->data, dy->data, eq_shape_numel(dy->shape) * sizeof(float));
         return EQ_OK;
@@ -122,7 +124,7 @@ static eq_status sequential_backward(eq_layer *layer, const eq_tensor *dy, eq_te
 
     /* Gradient buffers are sized on the first backward for a batch size, so
      * a forward-only (evaluation) run never allocates them. */
-    for (size_t i = 0; i + 1 < seq->count; i++) {
+    for (size_t i = first; i + 1 < seq->count; i++) {
         eq_status status = reserve(&seq->grad[i % 2], &seq->grad_capacity[i % 2],
                                    eq_shape_numel(seq->slots[i].out.shape));
         if (status != EQ_OK)
@@ -131,11 +133,11 @@ static eq_status sequential_backward(eq_layer *layer, const eq_tensor *dy, eq_te
 
     const eq_tensor *grad_out = dy;
     eq_tensor views[2];
-    for (size_t i = seq->count; i-- > 0;) {
+    for (size_t i = seq->count; i-- > first;) {
         /* Child i writes the gradient of its input, which is child i-1's
-         * output (buffer (i-1) % 2), or the caller's dx for child 0. */
+         * output (buffer (i-1) % 2), or the caller's dx for child first. */
         eq_tensor *grad_in = dx;
-        if (i > 0) {
+        if (i > first) {
             grad_in = &views[(i - 1) % 2];
             grad_in->shape = seq->slots[i - 1].out.shape;
             grad_in->data = seq->grad[(i - 1) % 2];
@@ -146,6 +148,11 @@ static eq_status sequential_backward(eq_layer *layer, const eq_tensor *dy, eq_te
         grad_out = grad_in;
     }
     return EQ_OK;
+}
+
+static eq_status sequential_backward(eq_layer *layer, const eq_tensor *dy, eq_tensor *dx)
+{
+    return backward_from((sequential *)layer, 0, dy, dx);
 }
 
 static size_t sequential_param_count(const eq_layer *layer)
@@ -292,4 +299,54 @@ eq_layer *eq_sequential_get(eq_layer *seq, size_t index)
 
     sequential *s = (sequential *)seq;
     return index < s->count ? s->slots[index].layer : NULL;
+}
+
+/* Checks the arguments of the *_from functions; `who` names the caller. */
+static eq_status check_from(const char *who, const eq_layer *seq, size_t first, const eq_tensor *in,
+                            const eq_tensor *out)
+{
+    if (!seq || !in || !in->data || (out && !out->data))
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: seq or a tensor is NULL", who);
+    if (seq->ops != &sequential_ops)
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: seq is %s, expected a sequential layer", who,
+                        seq->ops->kind);
+
+    size_t count = ((const sequential *)seq)->count;
+    if (first > count)
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: first child %zu is past the end of %zu children", who,
+                        first, count);
+    if (first == count && out && !eq_shape_equal(in->shape, out->shape)) {
+        char have[EQ_SHAPE_STR_SIZE], want[EQ_SHAPE_STR_SIZE];
+        return eq_error(EQ_ERR_SHAPE, "%s: no children to run, so the output %s must have the input shape %s",
+                        who, eq_shape_str(out->shape, have), eq_shape_str(in->shape, want));
+    }
+    return EQ_OK;
+}
+
+eq_status eq_sequential_forward_from(eq_layer *seq, size_t first, const eq_tensor *x, eq_tensor *y)
+{
+    if (!y)
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "eq_sequential_forward_from: y is NULL");
+    eq_status status = check_from("eq_sequential_forward_from", seq, first, x, y);
+    if (status != EQ_OK)
+        return status;
+
+    /* The sequence's own cache no longer matches its children. */
+    seq->has_forward = 0;
+    return forward_from((sequential *)seq, first, x, y);
+}
+
+eq_status eq_sequential_backward_from(eq_layer *seq, size_t first, const eq_tensor *dy, eq_tensor *dx)
+{
+    eq_status status = check_from("eq_sequential_backward_from", seq, first, dy, dx);
+    if (status != EQ_OK)
+        return status;
+
+    const sequential *s = (const sequential *)seq;
+    for (size_t i = first; i < s->count; i++) {
+        if (!s->slots[i].layer->has_forward)
+            return eq_error(EQ_ERR_STATE, "eq_sequential_backward_from: child %zu (%s) has no forward call",
+                            i, s->slots[i].layer->ops->kind);
+    }
+    return backward_from((sequential *)seq, first, dy, dx);
 }

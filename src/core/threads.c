@@ -119,15 +119,20 @@ static void reset_after_fork(void)
     atomic_flag_clear(&pool.busy);
 }
 
-static void init_pool(void)
+int eq_default_num_threads(const char *text)
 {
     int count;
 
     /* An invalid EQ_NUM_THREADS is ignored rather than fatal: the library
      * must not abort its host program over an environment variable. */
-    if (!eq_parse_num_threads(getenv("EQ_NUM_THREADS"), &count))
-        count = online_cpus();
-    atomic_store(&pool.thread_count, count);
+    if (eq_parse_num_threads(text, &count))
+        return count;
+    return online_cpus();
+}
+
+static void init_pool(void)
+{
+    atomic_store(&pool.thread_count, eq_default_num_threads(getenv("EQ_NUM_THREADS")));
     pthread_atfork(NULL, NULL, reset_after_fork);
 }
 

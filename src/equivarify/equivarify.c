@@ -9,7 +9,11 @@
  * sample depends only on that sample (not on its batch position), F(a . x)
  * equals a . F(x) bit for bit.
  *
- * The aligned variant then turns block g back by g^-1 on its pixels. */
+ * The aligned variant then turns block g back by g^-1 on its pixels.
+ *
+ * For a regular input and an h that starts with a conv2d or dense layer,
+ * the fused path (fused.c) skips the copies: that layer computes every
+ * branch from x itself, with the same output layout. */
 #include "equivar/equivarify.h"
 
 #include <stdlib.h>
@@ -18,6 +22,7 @@
 #include "core/error.h"
 #include "core/layer_impl.h"
 #include "equivarify/action.h"
+#include "equivarify/fused.h"
 #include "equivarify/group_impl.h"
 #include "equivarify/query.h"
 
@@ -39,6 +44,9 @@ typedef struct equivarify_layer {
 
     eq_action_maps in_maps;  /* input action on one sample of x */
     eq_action_maps out_maps; /* pixel action on one block of h's output, aligned only */
+
+    int fused_enabled;       /* the fused switch, see eq_equivarify_set_fused */
+    eq_fused fused;
 } equivarify_layer;
 
 static const char *layer_name(const equivarify_layer *layer)
@@ -144,11 +152,26 @@ static void turn_blocks_back(equivarify_layer *layer, eq_tensor *y)
     }
 }
 
+/* The fused path needs the regular action, because its source table is
+ * the block permutation, and a plain output, because the aligned variant's
+ * turned filters would need another tap order per branch. */
+static int takes_fused_path(equivarify_layer *layer)
+{
+    return layer->fused_enabled && !layer->aligned && layer->input_action == EQ_ACTION_BLOCKS
+           && eq_fused_first_layer(layer->h) != NULL;
+}
+
 static eq_status equivarify_forward(eq_layer *base, const eq_tensor *x, eq_tensor *y)
 {
     equivarify_layer *layer = (equivarify_layer *)base;
     size_t n = layer->group->order;
     eq_shape stacked;
+
+    layer->fused.active = 0;
+    if (takes_fused_path(layer)) {
+        eq_tensor h_out = branch_view(layer, y->shape, y->data);
+        return eq_fused_forward(&layer->fused, layer_name(layer), layer->h, layer->group, x, &h_out);
+    }
 
     eq_status status = stacked_input_shape(layer, x->shape, &stacked);
     size_t count = eq_shape_numel(stacked);
@@ -188,6 +211,9 @@ static eq_status equivarify_backward(eq_layer *base, const eq_tensor *dy, eq_ten
     size_t n = layer->group->order;
     eq_tensor dh_out = branch_view(layer, dy->shape, dy->data);
     eq_status status;
+
+    if (layer->fused.active)
+        return eq_fused_backward(&layer->fused, layer_name(layer), layer->h, &dh_out, dx);
 
     /* Aligned: h's output gradient is the adjoint of g^-1 applied to dy_g. */
     if (layer->aligned) {
@@ -266,6 +292,7 @@ static void equivarify_destroy(eq_layer *base)
     eq_free(layer->scratch);
     eq_action_maps_release(&layer->in_maps);
     eq_action_maps_release(&layer->out_maps);
+    eq_fused_release(&layer->fused);
     free(layer);
 }
 
@@ -312,6 +339,7 @@ static eq_status create(eq_layer *h, const eq_group *group, eq_action input_acti
     layer->h = h;
     layer->input_action = input_action;
     layer->aligned = aligned;
+    layer->fused_enabled = eq_equivarify_fused_default();
     status = eq_group_clone(group, &layer->group);
     if (status != EQ_OK) {
         equivarify_destroy(&layer->base);
@@ -342,4 +370,20 @@ int eq_equivarify_query(const eq_layer *base, const eq_group **group, eq_action 
     *input_action = layer->input_action;
     *output_action = layer->aligned ? EQ_ACTION_BLOCKS_PIXELS : EQ_ACTION_BLOCKS;
     return 1;
+}
+
+eq_status eq_equivarify_set_fused(eq_layer *base, int enabled)
+{
+    if (!base || base->ops != &equivarify_ops)
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "eq_equivarify_set_fused: layer is %s, expected an equivarify layer",
+                        eq_layer_kind(base));
+    ((equivarify_layer *)base)->fused_enabled = enabled != 0;
+    return EQ_OK;
+}
+
+int eq_equivarify_used_fused(const eq_layer *base)
+{
+    if (!base || base->ops != &equivarify_ops)
+        return 0;
+    return ((const equivarify_layer *)base)->fused.active;
 }
