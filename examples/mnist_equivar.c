@@ -17,6 +17,9 @@
 
 #define DIGITS 10
 
+/* Order of the largest test group (D4) that the per-element table covers. */
+#define MAX_ELEMENTS 8
+
 /* MNIST training-set pixel mean and standard deviation on the [0, 1] scale.
  * A pixelwise affine map commutes with pixel permutations, so standardising
  * keeps the network exactly equivariant. */
@@ -533,11 +536,11 @@ typedef struct tally {
 } tally;
 
 typedef struct eval_report {
-    int joint;               /* 1 when the network's group is the test group */
+    int joint;                       /* 1 when the network's group is the test group */
     tally upright;
     tally transformed;
-    size_t elements;         /* order of the test group */
-    tally per_element[8];    /* by the element that transformed the image */
+    size_t elements;                 /* order of the test group */
+    tally per_element[MAX_ELEMENTS]; /* by the element that transformed the image */
     const eq_group *test_group;
 } eval_report;
 
@@ -548,20 +551,16 @@ static double fraction(size_t part, size_t whole)
 
 /* Evaluates net on `set`, whose labels are joint labels (digits when !joint),
  * and adds digit and joint hits to *total and, when per_element is not
- * NULL, to the tally of each image's transforming element. */
+ * NULL, to the tally of each image's transforming element. predictions is
+ * scratch space for set->count classes. */
 static eq_status score(eq_layer *net, const eq_labelled_set *set, const int32_t *digits, const size_t *elements,
-                       int joint, tally *total, tally *per_element)
+                       int joint, int32_t *predictions, tally *total, tally *per_element)
 {
-    int32_t *predictions = malloc(set->count * sizeof(int32_t));
     eq_eval_result *result = NULL;
-
-    if (!predictions)
-        return EQ_ERR_OUT_OF_MEMORY;
     eq_status status = eq_evaluate(net, set, 256, predictions, &result);
-    if (status != EQ_OK) {
-        free(predictions);
+
+    if (status != EQ_OK)
         return status;
-    }
     for (size_t i = 0; i < set->count; i++) {
         int digit_ok = predictions[i] % DIGITS == digits[i];
         int joint_ok = joint && predictions[i] == set->labels[i];
@@ -576,7 +575,6 @@ static eq_status score(eq_layer *net, const eq_labelled_set *set, const int32_t 
         }
     }
     eq_eval_result_destroy(result);
-    free(predictions);
     return EQ_OK;
 }
 
@@ -603,40 +601,50 @@ static eq_status transform_test_set(const eq_mnist *test, const eq_group *group,
     return EQ_OK;
 }
 
-static eq_status evaluate_all(eq_layer *net, const eq_mnist *test, const eq_group *group, const eq_group *test_group,
-                              uint64_t seed, eval_report *report)
+/* Scores net on the upright and the transformed test set. Returns the exit
+ * status: 0, or 1 after printing why it failed. */
+static int evaluate_all(eq_layer *net, const eq_mnist *test, const eq_group *group, const eq_group *test_group,
+                        uint64_t seed, eval_report *report)
 {
     size_t count = test->count, pixels = test->rows * test->cols;
     float *images = malloc(count * pixels * sizeof(float));
     int32_t *labels = malloc(count * sizeof(int32_t));
+    int32_t *predictions = malloc(count * sizeof(int32_t));
     size_t *elements = malloc(count * sizeof(size_t));
-    eq_status status = EQ_ERR_OUT_OF_MEMORY;
+    int exit_code = 1;
 
     memset(report, 0, sizeof *report);
     report->joint = eq_group_order(group) > 1 && strcmp(eq_group_name(group), eq_group_name(test_group)) == 0;
     report->elements = eq_group_order(test_group);
     report->test_group = test_group;
-    if (!images || !labels || !elements || report->elements > 8)
+    if (report->elements > MAX_ELEMENTS) {
+        fprintf(stderr, "mnist_equivar: the test group %s has %zu elements, this program reports at most %d\n",
+                eq_group_name(test_group), report->elements, MAX_ELEMENTS);
         goto done;
+    }
+    if (!images || !labels || !predictions || !elements) {
+        fprintf(stderr, "mnist_equivar: cannot allocate buffers for %zu test images\n", count);
+        goto done;
+    }
 
     /* Upright: the joint label of digit d is d, block 0 (the identity). */
     eq_labelled_set upright = { test->images, test->labels, count, 1, test->rows, test->cols };
-    status = score(net, &upright, test->labels, NULL, report->joint, &report->upright, NULL);
-    if (status != EQ_OK)
-        goto done;
-
-    status = transform_test_set(test, test_group, report->joint, seed, images, labels, elements);
+    eq_status status = score(net, &upright, test->labels, NULL, report->joint, predictions, &report->upright, NULL);
+    if (status == EQ_OK)
+        status = transform_test_set(test, test_group, report->joint, seed, images, labels, elements);
     if (status == EQ_OK) {
         eq_labelled_set transformed = { images, labels, count, 1, test->rows, test->cols };
-        status = score(net, &transformed, test->labels, elements, report->joint, &report->transformed,
+        status = score(net, &transformed, test->labels, elements, report->joint, predictions, &report->transformed,
                        report->per_element);
     }
+    exit_code = status == EQ_OK ? 0 : library_error("evaluating", status);
 
 done:
     free(images);
     free(labels);
+    free(predictions);
     free(elements);
-    return status;
+    return exit_code;
 }
 
 static void print_accuracy(const char *label, const tally *t, int joint)
@@ -763,11 +771,9 @@ static int run_eval(const options *opts)
         goto done;
     }
 
-    status = evaluate_all(net, test, group, test_group, opts->seed, &report);
-    if (status != EQ_OK) {
-        exit_code = library_error("evaluating", status);
+    exit_code = evaluate_all(net, test, group, test_group, opts->seed, &report);
+    if (exit_code != 0)
         goto done;
-    }
     print_report(&info, &report);
     exit_code = opts->json ? write_json(opts->json, &info, &report) : 0;
 
