@@ -17,7 +17,6 @@
 #include "equivar/data.h"
 #include "train/checkpoint_format.h"
 
-
 /* Adds `bytes` to *total; returns 0 on overflow. */
 static int add_size(size_t *total, size_t bytes)
 {
