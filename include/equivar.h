@@ -8,5 +8,10 @@
 #include "equivar/threads.h"
 #include "equivar/layer.h"
 #include "equivar/loss.h"
+#include "equivar/group.h"
+#include "equivar/equivarify.h"
+#include "equivar/data.h"
+#include "equivar/train.h"
+#include "equivar/checkpoint.h"
 
 #endif
