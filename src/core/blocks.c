@@ -11,11 +11,17 @@ eq_status eq_block_sources_check(const char *who, size_t branches, const size_t 
         return eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: %s", who,
                         branches == 0 ? "branch count is 0, expected at least 1" : "block source table is NULL");
 
-    /* One flag per block marks the blocks a row has named so far. */
-    unsigned char *seen = malloc(branches);
-    if (!seen)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu flags to check the source table", who,
-                        branches);
+    /* One flag per block marks the blocks a row has named so far. The
+     * flags of up to 256 branches live on the stack, so that the check,
+     * which runs on every multi-branch forward, allocates nothing. */
+    unsigned char stack_flags[256];
+    unsigned char *seen = stack_flags;
+    if (branches > sizeof stack_flags) {
+        seen = malloc(branches);
+        if (!seen)
+            return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu flags to check the source table", who,
+                            branches);
+    }
 
     eq_status status = EQ_OK;
     for (size_t g = 0; g < branches && status == EQ_OK; g++) {
@@ -32,6 +38,7 @@ eq_status eq_block_sources_check(const char *who, size_t branches, const size_t 
             seen[source] = 1;
         }
     }
-    free(seen);
+    if (seen != stack_flags)
+        free(seen);
     return status;
 }
