@@ -9,6 +9,10 @@
 #include "core/dot.h"
 #include "core/parallel.h"
 
+/* Maximum size of the weight-gradient parts of one backward round in
+ * floats (128 MiB). */
+#define PARTS_BUDGET ((size_t)32 << 20)
+
 /* Minimum number of weight gradient elements per reduction task. */
 #define REDUCE_GRAIN 4096
 
@@ -291,8 +295,14 @@ eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx)
     const size_t slots = conv->scratch_count;
 
     /* Two chunks per thread and round keep a thread that the OS
-     * deschedules from stalling the others for long. */
+     * deschedules from stalling the others for long. The weight-gradient
+     * parts of a round are capped at PARTS_BUDGET floats, so on many
+     * threads with large weights a round can be shorter than the thread
+     * count. The round length never changes the result. */
     size_t round = 2 * slots < chunks ? 2 * slots : chunks;
+    size_t budget_parts = PARTS_BUDGET / (conv->oc * conv->k);
+    if (round > budget_parts)
+        round = budget_parts > 0 ? budget_parts : 1;
     eq_status status = reserve_parts(conv, round);
     if (status == EQ_OK && dx)
         status = pack_input_gradient_weights(conv);
