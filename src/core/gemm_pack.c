@@ -8,8 +8,10 @@
 #include <xmmintrin.h>
 #endif
 
-/* SSE (baseline on x86-64) moves 4 x 4 sub-blocks; the edges are scalar. */
-void eq_transpose_floats(const float *src, size_t lds, size_t rows, size_t cols, float *dst, size_t ldd)
+/* Transposes a rows x cols block: dst[c * ldd + r] = src[r * lds + c].
+ * SSE (baseline on x86-64) moves 4 x 4 sub-blocks; the edges are scalar. */
+static void transpose(const float *src, size_t lds, size_t rows, size_t cols, float *dst,
+                      size_t ldd)
 {
     size_t r = 0;
 
@@ -57,7 +59,7 @@ void eq_gemm_pack_a(int trans_a, const float *a, size_t lda, size_t i0, size_t r
         for (size_t p = 0; p < kc; p++)
             memcpy(out + p * mr, a + (k0 + p) * lda + i0, rows * sizeof *out);
     } else {
-        eq_transpose_floats(a + i0 * lda + k0, lda, rows, kc, out, mr);
+        transpose(a + i0 * lda + k0, lda, rows, kc, out, mr);
     }
     zero_columns(out, mr, kc, rows, mr);
 }
@@ -86,7 +88,7 @@ void eq_gemm_pack_b(int trans_b, const float *b, size_t ldb, size_t k0, size_t k
 
         /* B is N x K: row `first + j` of B is column j of the panel. */
         if (trans_b)
-            eq_transpose_floats(b + first * ldb + k0, ldb, width, kc, panel, nr);
+            transpose(b + first * ldb + k0, ldb, width, kc, panel, nr);
         zero_columns(panel, nr, kc, width, nr);
     }
 }

@@ -1,5 +1,4 @@
-/* Packing of op(A) and op(B) panels for the GEMM micro-kernels, and the
- * transpose they use (internal). */
+/* Packing of op(A) and op(B) panels for the GEMM micro-kernels (internal). */
 #ifndef EQ_CORE_GEMM_PACK_H
 #define EQ_CORE_GEMM_PACK_H
 
@@ -17,9 +16,5 @@ void eq_gemm_pack_a(int trans_a, const float *a, size_t lda, size_t i0, size_t r
  * columns past j0 + cols zero. */
 void eq_gemm_pack_b(int trans_b, const float *b, size_t ldb, size_t k0, size_t kc, size_t j0,
                     size_t cols, size_t nr, float *out);
-
-/* Transposes a rows x cols block: dst[c * ldd + r] = src[r * lds + c]. The
- * blocks must not overlap. */
-void eq_transpose_floats(const float *src, size_t lds, size_t rows, size_t cols, float *dst, size_t ldd);
 
 #endif
