@@ -53,7 +53,7 @@ typedef struct eq_conv2d {
     /* Weight and bias gradients of single image chunks, added to dweight
      * and dbias in image order after each round of chunks. */
     float *dweight_parts;    /* part_capacity * OC * K */
-    double *dbias_parts;     /* part_capacity * OC */
+    double *dbias_parts;     /* (part_capacity + 1) * OC, the last row for the running totals */
     size_t part_capacity;
 } eq_conv2d;
 

@@ -4,9 +4,9 @@
 #include <string.h>
 
 #include "core/conv2d_chunks.h"
+#include "core/dot.h"
 #include "core/error.h"
 #include "core/gemm.h"
-#include "core/dot.h"
 #include "core/parallel.h"
 
 /* Maximum size of the weight-gradient parts of one backward round in
