@@ -807,8 +807,8 @@ static void free_thread_run(thread_run *run)
 }
 
 /* The generic path stacks the transformed copies of the samples and adds
- * their gradients back in parallel over samples; inputs large enough to
- * split give the bits of one thread with two and three. */
+ * their gradients back in parallel over samples. Inputs large enough to
+ * split must give the bits of one thread with two and three. */
 static void generic_path_independent_of_threads(void **state)
 {
     (void)state;

@@ -427,7 +427,7 @@ static void conv2d_matches_reference(void **state)
         { 2, 3, 2, 9, 7, 3, 2, 3, 1 },
         { 1, 1, 1, 2, 2, 5, 5, 1, 2 }, /* whole output rows read only padding */
         { 3, 2, 2, 5, 4, 3, 3, 4, 2 }, /* stride larger than the kernel */
-        /* 12 images cut into 8 chunks: two images per chunk, 6 chunks. */
+        /* 12 images: the plan aims at 8 chunks, which gives 6 of two images. */
         { 12, 8, 3, 14, 14, 3, 3, 1, 1 },
         /* 564480 floats per image: each image in tiles of 704 and 80 positions. */
         { 2, 80, 4, 28, 28, 3, 3, 1, 1 },
