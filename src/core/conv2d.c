@@ -1,5 +1,6 @@
-/* 2-d convolution layer: im2col + GEMM forward, GEMM + col2im backward,
- * through the chunked driver in conv2d_run.c. */
+/* 2-d convolution layer: im2col + GEMM forward, row products for the
+ * weight gradient and GEMM + col2im for the input gradient, through the
+ * chunked driver in conv2d_run.c. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
