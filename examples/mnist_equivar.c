@@ -26,44 +26,86 @@
 #define MNIST_MEAN 0.1307f
 #define MNIST_STD 0.3081f
 
-/* Checkpoint metadata starts with this tag and a version of its own. */
-#define METADATA_TAG "mnist_equivar 1"
+/* Checkpoint metadata starts with this tag and a version of its own.
+ * Version 1 had no variant field, because every network was a lift network. */
+#define METADATA_TAG "mnist_equivar"
+#define METADATA_VERSION 2
 
 /* --- Options -------------------------------------------------------------- */
 
 typedef enum command { COMMAND_BOTH, COMMAND_TRAIN, COMMAND_EVAL } command;
 
+/* The two network designs, which build_network describes. */
+typedef enum variant { VARIANT_LIFT, VARIANT_ALIGNED } variant;
+
+static const char *const variant_names[] = { "lift", "aligned" };
+
 typedef struct options {
     command command;
     char group[32];      /* "c4", "d4" or "none" */
     char test_group[32]; /* "": the network's group, or c4 for a plain CNN */
-    size_t epochs;
+    variant variant;
+    size_t epochs;       /* 0 until set, then the group's default */
     size_t batch;
     double lr;
+    double weight_decay; /* L2 coefficient added to the gradient */
     size_t warmup;       /* steps */
     uint64_t seed;
     int threads;         /* 0: the library's default */
-    size_t widths[3];    /* conv 1 channels, conv 2 channels, hidden units, per branch */
+    size_t widths[3];    /* per branch: conv 1 and conv 2 channels, hidden units; 0 until set */
     const char *data_dir;
     const char *checkpoint;
     const char *json;
 } options;
+
+/* The network size of each group when --epochs and --widths are not given,
+ * chosen from the runs in docs/RESULTS.md for accuracy within a time budget. */
+typedef struct group_defaults {
+    const char *group;
+    size_t epochs;
+    size_t widths[3];
+} group_defaults;
+
+static const group_defaults defaults_by_group[] = {
+    { "c4", 3, { 4, 16, 128 } },
+    { "d4", 2, { 4, 8, 64 } },
+    { "none", 3, { 4, 16, 128 } },
+};
+
+#define DEFAULT_VARIANT VARIANT_ALIGNED
+
+static const group_defaults *find_group_defaults(const char *group)
+{
+    for (size_t i = 0; i < sizeof defaults_by_group / sizeof defaults_by_group[0]; i++) {
+        if (strcmp(defaults_by_group[i].group, group) == 0)
+            return &defaults_by_group[i];
+    }
+    return &defaults_by_group[0];
+}
 
 static void set_defaults(options *opts)
 {
     memset(opts, 0, sizeof *opts);
     opts->command = COMMAND_BOTH;
     snprintf(opts->group, sizeof opts->group, "c4");
-    opts->epochs = 2;
+    opts->variant = DEFAULT_VARIANT;
     opts->batch = 64;
     opts->lr = 0.05;
     opts->warmup = 200;
     opts->seed = 1;
-    opts->widths[0] = 8;
-    opts->widths[1] = 16;
-    opts->widths[2] = 64;
     opts->data_dir = EQ_MNIST_DATA_DIR;
     opts->checkpoint = "mnist_equivar.ckpt";
+}
+
+/* Fills the epochs and widths that the command line left unset. */
+static void apply_group_defaults(options *opts)
+{
+    const group_defaults *defaults = find_group_defaults(opts->group);
+
+    if (opts->epochs == 0)
+        opts->epochs = defaults->epochs;
+    if (opts->widths[0] == 0)
+        memcpy(opts->widths, defaults->widths, sizeof opts->widths);
 }
 
 static void print_help(FILE *out)
@@ -80,16 +122,36 @@ static void print_help(FILE *out)
             "Options:\n"
             "  --group NAME        symmetry group of the network: c4, d4 or none (a plain\n"
             "                      CNN of the same widths); default c4. eval takes the\n"
-            "                      group and widths from the checkpoint.\n"
+            "                      group, variant and widths from the checkpoint.\n"
+            "  --variant NAME      lift: only the first layer transforms pixels, later\n"
+            "                      layers permute channel blocks; aligned: the two conv\n"
+            "                      layers turn each output block back (group convolution),\n"
+            "                      so the group permutes blocks and transforms pixels;\n"
+            "                      default %s\n"
             "  --test-group NAME   group whose random elements transform the test images:\n"
             "                      c4 or d4; default: the network's group, or c4 for none\n"
-            "  --epochs N          passes over the training set; default 2\n"
+            "  --epochs N          passes over the training set; default by group:\n"
+            "                     ",
+            variant_names[DEFAULT_VARIANT]);
+    for (size_t i = 0; i < sizeof defaults_by_group / sizeof defaults_by_group[0]; i++)
+        fprintf(out, "%s %s %zu", i ? "," : "", defaults_by_group[i].group, defaults_by_group[i].epochs);
+    fprintf(out,
+            "\n"
             "  --batch N           images per mini-batch; default 64\n"
             "  --lr X              peak learning rate of SGD with momentum 0.9; default 0.05\n"
+            "  --weight-decay X    L2 weight decay added to the gradient; default 0\n"
             "  --warmup N          optimiser steps of linear warm-up before the cosine decay\n"
             "                      to 0; default 200\n"
             "  --widths A,B,C      per-branch channels of conv 1 and conv 2 and hidden units\n"
-            "                      of the dense layer; default 8,16,64\n"
+            "                      of the dense layer; default by group:\n"
+            "                     ");
+    for (size_t i = 0; i < sizeof defaults_by_group / sizeof defaults_by_group[0]; i++) {
+        const size_t *widths = defaults_by_group[i].widths;
+        fprintf(out, "%s %s %zu,%zu,%zu", i ? "," : "", defaults_by_group[i].group, widths[0], widths[1],
+                widths[2]);
+    }
+    fprintf(out,
+            "\n"
             "  --seed N            seeds initialisation, shuffling and the test transforms;\n"
             "                      default 1\n"
             "  --threads N         worker threads; default: EQ_NUM_THREADS or the number of\n"
@@ -154,6 +216,25 @@ static int parse_count(const char *name, const char *value, size_t max, size_t *
     return 0;
 }
 
+/* Returns 1 and sets *out if name is "lift" or "aligned", else 0. */
+static int find_variant(const char *name, variant *out)
+{
+    for (size_t i = 0; i < sizeof variant_names / sizeof variant_names[0]; i++) {
+        if (strcmp(name, variant_names[i]) == 0) {
+            *out = (variant)i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int parse_variant(const char *name, const char *value, variant *out)
+{
+    if (find_variant(value, out))
+        return 0;
+    return usage_error("%s: unknown variant '%s', expected lift or aligned", name, value);
+}
+
 static int parse_group(const char *name, const char *value, int allow_none, char out[32])
 {
     if (strcmp(value, "c4") != 0 && strcmp(value, "d4") != 0 && !(allow_none && strcmp(value, "none") == 0))
@@ -168,8 +249,8 @@ static int parse_group(const char *name, const char *value, int allow_none, char
 static int parse_option(options *opts, const char *name, const char *value)
 {
     static const char *const names[] = {
-        "--group", "--test-group", "--epochs", "--batch", "--lr", "--warmup", "--widths",
-        "--seed", "--threads", "--data", "--checkpoint", "--json",
+        "--group", "--variant", "--test-group", "--epochs", "--batch", "--lr", "--weight-decay", "--warmup",
+        "--widths", "--seed", "--threads", "--data", "--checkpoint", "--json",
     };
     size_t known = 0;
     size_t number;
@@ -184,6 +265,8 @@ static int parse_option(options *opts, const char *name, const char *value)
 
     if (strcmp(name, "--group") == 0)
         return parse_group(name, value, 1, opts->group);
+    if (strcmp(name, "--variant") == 0)
+        return parse_variant(name, value, &opts->variant);
     if (strcmp(name, "--test-group") == 0)
         return parse_group(name, value, 0, opts->test_group);
     if (strcmp(name, "--epochs") == 0)
@@ -208,6 +291,14 @@ static int parse_option(options *opts, const char *name, const char *value)
         opts->lr = strtod(value, &end);
         if (errno != 0 || *end != '\0' || end == value || !(opts->lr > 0.0) || !isfinite(opts->lr))
             return usage_error("%s: invalid value '%s', expected a number > 0", name, value);
+        return 0;
+    }
+    if (strcmp(name, "--weight-decay") == 0) {
+        errno = 0;
+        opts->weight_decay = strtod(value, &end);
+        if (errno != 0 || *end != '\0' || end == value || !(opts->weight_decay >= 0.0)
+            || !isfinite(opts->weight_decay))
+            return usage_error("%s: invalid value '%s', expected a number >= 0", name, value);
         return 0;
     }
     if (strcmp(name, "--seed") == 0) {
@@ -273,6 +364,7 @@ static int parse_arguments(int argc, char **argv, options *opts)
             return status;
     }
 
+    apply_group_defaults(opts);
     return -1;
 }
 
@@ -352,9 +444,11 @@ static eq_status head_block(size_t in, size_t hidden, eq_layer **block)
     return status;
 }
 
-/* Wraps the block h into equivarify(h) and appends it to the network. */
-static eq_status append_equivarified(eq_layer *net, const eq_group *group, eq_action action, eq_status status,
-                                     eq_layer *h)
+/* Wraps the block h into equivarify(h), or its aligned variant, and appends
+ * it to the network, which checks that `action` is what the previous layer
+ * outputs. */
+static eq_status append_equivarified(eq_layer *net, const eq_group *group, int aligned, eq_action action,
+                                     eq_status status, eq_layer *h)
 {
     eq_layer *wrapped = NULL;
 
@@ -362,36 +456,50 @@ static eq_status append_equivarified(eq_layer *net, const eq_group *group, eq_ac
         eq_layer_destroy(h);
         return status;
     }
-    status = eq_equivarify(h, group, action, &wrapped);
+    if (aligned)
+        status = eq_equivarify_aligned(h, group, action, &wrapped);
+    else
+        status = eq_equivarify(h, group, action, &wrapped);
     if (status != EQ_OK)
         return status;
     return eq_equivariant_append(net, wrapped);
 }
 
 /* The network for 28 x 28 images and a group of order n, with widths
- * (A, B, C) per branch:
- *   F1 = equivarify(conv(1 -> A), relu, maxpool), pixel action: (N, nA, 14, 14)
- *   F2 = equivarify(conv(nA -> B), relu, maxpool), block action: (N, nB, 7, 7)
- *   F3 = equivarify(flatten, dense(nB*49 -> C), relu, dense(C -> 10)),
- *        block action: (N, 10n, 1, 1)
- * With the trivial group this is the plain CNN of the same widths. */
-static eq_status build_network(const eq_group *group, const size_t widths[3], uint64_t seed, eq_layer **out)
+ * (A, B, C) per branch. h1 = conv(1 -> A), relu, maxpool; h2 = conv(nA -> B),
+ * relu, maxpool; h3 = flatten, dense(nB*49 -> C), relu, dense(C -> 10).
+ *
+ * lift:    F1 = equivarify(h1), pixel input action:       (N, nA, 14, 14)
+ *          F2 = equivarify(h2), block input action:        (N, nB, 7, 7)
+ *          F3 = equivarify(h3), block input action:        (N, 10n, 1, 1)
+ * aligned: F1 = aligned(h1), pixel input action:          (N, nA, 14, 14)
+ *          F2 = aligned(h2), blocks+pixels input action:  (N, nB, 7, 7)
+ *          F3 = equivarify(h3), blocks+pixels input action: (N, 10n, 1, 1)
+ *
+ * In both, the output is n blocks of 10 logits that the group permutes.
+ * The aligned F1 and F2 turn each output block back upright, so their
+ * feature maps keep a common orientation as in a group convolution. With the
+ * trivial group either variant is the plain CNN of the same widths. */
+static eq_status build_network(const eq_group *group, variant variant, const size_t widths[3], uint64_t seed,
+                               eq_layer **out)
 {
     size_t n = eq_group_order(group);
+    int aligned = variant == VARIANT_ALIGNED;
+    eq_action hidden_action = aligned ? EQ_ACTION_BLOCKS_PIXELS : EQ_ACTION_BLOCKS;
     eq_layer *net = NULL, *h = NULL;
     eq_status status = eq_sequential_create(&net);
 
     if (status == EQ_OK) {
         eq_status built = conv_block(1, widths[0], &h);
-        status = append_equivarified(net, group, EQ_ACTION_PIXELS, built, h);
+        status = append_equivarified(net, group, aligned, EQ_ACTION_PIXELS, built, h);
     }
     if (status == EQ_OK) {
         eq_status built = conv_block(n * widths[0], widths[1], &h);
-        status = append_equivarified(net, group, EQ_ACTION_BLOCKS, built, h);
+        status = append_equivarified(net, group, aligned, hidden_action, built, h);
     }
     if (status == EQ_OK) {
         eq_status built = head_block(n * widths[1] * 7 * 7, widths[2], &h);
-        status = append_equivarified(net, group, EQ_ACTION_BLOCKS, built, h);
+        status = append_equivarified(net, group, 0, hidden_action, built, h);
     }
     if (status != EQ_OK) {
         eq_layer_destroy(net);
@@ -418,11 +526,11 @@ static void print_epoch(const eq_epoch_report *report, void *user_data)
 static void format_metadata(const options *opts, const eq_train_result *result, char *buf, size_t size)
 {
     snprintf(buf, size,
-             METADATA_TAG " group=%s widths=%zu,%zu,%zu epochs=%zu batch=%zu lr=%g warmup=%zu seed=%llu"
-             " train_seconds=%.3f images_per_second=%.1f",
-             opts->group, opts->widths[0], opts->widths[1], opts->widths[2], opts->epochs, opts->batch,
-             opts->lr, opts->warmup, (unsigned long long)opts->seed, result->seconds,
-             result->images_per_second);
+             "%s %d group=%s variant=%s widths=%zu,%zu,%zu epochs=%zu batch=%zu lr=%g weight_decay=%g"
+             " warmup=%zu seed=%llu train_seconds=%.3f images_per_second=%.1f",
+             METADATA_TAG, METADATA_VERSION, opts->group, variant_names[opts->variant], opts->widths[0],
+             opts->widths[1], opts->widths[2], opts->epochs, opts->batch, opts->lr, opts->weight_decay, opts->warmup,
+             (unsigned long long)opts->seed, result->seconds, result->images_per_second);
 }
 
 static int run_train(const options *opts)
@@ -439,13 +547,14 @@ static int run_train(const options *opts)
         return library_error("loading the MNIST training set", status);
     status = eq_group_by_name(opts->group, &group);
     if (status == EQ_OK)
-        status = build_network(group, opts->widths, opts->seed, &net);
+        status = build_network(group, opts->variant, opts->widths, opts->seed, &net);
     if (status != EQ_OK) {
         exit_code = library_error("building the network", status);
         goto done;
     }
 
     eq_optimizer_config sgd = eq_optimizer_sgd_default();
+    sgd.weight_decay = (float)opts->weight_decay;
     status = eq_optimizer_create(net, &sgd, &optimizer);
     if (status != EQ_OK) {
         exit_code = library_error("creating the optimizer", status);
@@ -468,9 +577,9 @@ static int run_train(const options *opts)
         eq_layer_param(net, p, &param);
         parameters += param.count;
     }
-    fprintf(stderr, "training group %s, widths %zu,%zu,%zu (%zu parameters) on %zu images with %d threads\n",
-            opts->group, opts->widths[0], opts->widths[1], opts->widths[2], parameters, train->count,
-            eq_get_num_threads());
+    fprintf(stderr, "training group %s, variant %s, widths %zu,%zu,%zu (%zu parameters) on %zu images"
+            " with %d threads\n", opts->group, variant_names[opts->variant], opts->widths[0], opts->widths[1],
+            opts->widths[2], parameters, train->count, eq_get_num_threads());
     status = eq_train(net, optimizer, &set, &config, &result);
     if (status != EQ_OK) {
         exit_code = library_error("training", status);
@@ -501,33 +610,66 @@ done:
 /* What a checkpoint's metadata records about the run that wrote it. */
 typedef struct run_info {
     char group[32];
+    variant variant;
     size_t widths[3];
     size_t epochs;
     double train_seconds;
     double images_per_second;
 } run_info;
 
+/* Copies the value of the field "key=value" of the metadata, which ends at
+ * the next space, to value. Returns 1 if the field is present and fits. */
+static int metadata_field(const char *metadata, const char *key, char *value, size_t size)
+{
+    size_t key_length = strlen(key);
+
+    for (const char *field = strchr(metadata, ' '); field; field = strchr(field + 1, ' ')) {
+        if (strncmp(field + 1, key, key_length) != 0 || field[1 + key_length] != '=')
+            continue;
+        const char *start = field + 2 + key_length;
+        size_t length = strcspn(start, " ");
+        if (length >= size)
+            return 0;
+        memcpy(value, start, length);
+        value[length] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
 /* Returns 1 if the metadata was written by this program, else 0. */
 static int parse_metadata(const char *metadata, run_info *info)
 {
+    char text[64];
+    char tail;
+    int version;
     unsigned long long epochs;
 
     memset(info, 0, sizeof *info);
-    if (strncmp(metadata, METADATA_TAG " ", strlen(METADATA_TAG) + 1) != 0)
+    if (sscanf(metadata, METADATA_TAG " %d", &version) != 1 || version < 1 || version > METADATA_VERSION)
         return 0;
-    const char *rest = metadata + strlen(METADATA_TAG) + 1;
-    if (sscanf(rest, "group=%31s widths=%zu,%zu,%zu epochs=%llu", info->group, &info->widths[0],
-               &info->widths[1], &info->widths[2], &epochs) != 5)
+    if (!metadata_field(metadata, "group", info->group, sizeof info->group) || !known_group(info->group))
+        return 0;
+
+    /* Version 1 predates the aligned variant. */
+    info->variant = VARIANT_LIFT;
+    if (version >= 2
+        && (!metadata_field(metadata, "variant", text, sizeof text) || !find_variant(text, &info->variant)))
+        return 0;
+
+    if (!metadata_field(metadata, "widths", text, sizeof text)
+        || sscanf(text, "%zu,%zu,%zu%c", &info->widths[0], &info->widths[1], &info->widths[2], &tail) != 3)
+        return 0;
+    if (!metadata_field(metadata, "epochs", text, sizeof text) || sscanf(text, "%llu%c", &epochs, &tail) != 1)
         return 0;
     info->epochs = (size_t)epochs;
-
-    const char *seconds = strstr(rest, " train_seconds=");
-    const char *speed = strstr(rest, " images_per_second=");
-    if (!seconds || !speed)
+    if (!metadata_field(metadata, "train_seconds", text, sizeof text)
+        || sscanf(text, "%lf%c", &info->train_seconds, &tail) != 1)
         return 0;
-    info->train_seconds = strtod(seconds + strlen(" train_seconds="), NULL);
-    info->images_per_second = strtod(speed + strlen(" images_per_second="), NULL);
-    return known_group(info->group);
+    if (!metadata_field(metadata, "images_per_second", text, sizeof text)
+        || sscanf(text, "%lf%c", &info->images_per_second, &tail) != 1)
+        return 0;
+    return 1;
 }
 
 /* Accuracy counts over one test set, overall and per transforming element. */
@@ -658,8 +800,9 @@ static void print_accuracy(const char *label, const tally *t, int joint)
 
 static void print_report(const run_info *info, const eval_report *report)
 {
-    printf("group %s, %zu epochs, training %.1f s at %.0f images/s\n", info->group, info->epochs,
-           info->train_seconds, info->images_per_second);
+    printf("group %s, variant %s, widths %zu,%zu,%zu, %zu epochs, training %.1f s at %.0f images/s\n",
+           info->group, variant_names[info->variant], info->widths[0], info->widths[1], info->widths[2],
+           info->epochs, info->train_seconds, info->images_per_second);
     print_accuracy("upright", &report->upright, report->joint);
     print_accuracy("transformed", &report->transformed, report->joint);
     if (report->joint)
@@ -697,8 +840,8 @@ static int write_json(const char *path, const run_info *info, const eval_report 
         return 1;
     }
 
-    fprintf(out, "{\n  \"group\": \"%s\",\n  \"test_group\": \"%s\",\n", info->group,
-            eq_group_name(report->test_group));
+    fprintf(out, "{\n  \"group\": \"%s\",\n  \"variant\": \"%s\",\n  \"test_group\": \"%s\",\n",
+            info->group, variant_names[info->variant], eq_group_name(report->test_group));
     fprintf(out, "  \"widths\": [%zu, %zu, %zu],\n  \"epochs\": %zu,\n", info->widths[0], info->widths[1],
             info->widths[2], info->epochs);
     fprintf(out, "  \"train_seconds\": %.3f,\n  \"images_per_second\": %.1f,\n", info->train_seconds,
@@ -755,7 +898,7 @@ static int run_eval(const options *opts)
     if (status == EQ_OK)
         status = eq_group_by_name(test_group_name, &test_group);
     if (status == EQ_OK)
-        status = build_network(group, info.widths, 0, &net);
+        status = build_network(group, info.variant, info.widths, 0, &net);
     if (status != EQ_OK) {
         exit_code = library_error("building the network", status);
         goto done;
