@@ -16,40 +16,9 @@
 
 /* --- Fixtures -------------------------------------------------------------- */
 
-static eq_tensor *random_tensor(eq_shape shape, uint64_t seed)
-{
-    eq_tensor *t = NULL;
-    eq_rng rng;
-
-    assert_int_equal(eq_tensor_create(shape, &t), EQ_OK);
-    eq_rng_seed(&rng, seed);
-    eq_test_fill_uniform(t->data, eq_shape_numel(shape), &rng, -1.0f, 1.0f);
-    return t;
-}
-
-static eq_tensor *output_for(eq_layer *layer, eq_shape in)
-{
-    eq_shape out;
-    eq_tensor *t = NULL;
-
-    assert_int_equal(eq_layer_output_shape(layer, in, &out), EQ_OK);
-    assert_int_equal(eq_tensor_create(out, &t), EQ_OK);
-    return t;
-}
-
-/* Appends *layer after checking the status of the call that created it;
- * taking its address makes the read happen after that call. */
-static void append(eq_layer *seq, eq_status created, eq_layer **layer)
-{
-    if (created != EQ_OK)
-        fail_msg("creating a layer failed: %s", eq_last_error());
-    if (eq_sequential_append(seq, *layer) != EQ_OK)
-        fail_msg("eq_sequential_append failed: %s", eq_last_error());
-}
-
 static void append_new(eq_layer *seq, eq_layer *layer)
 {
-    append(seq, EQ_OK, &layer);
+    eq_test_append(seq, EQ_OK, &layer);
 }
 
 /* h = conv(in_channels -> out_channels, 3x3, pad 1), relu */
@@ -58,8 +27,8 @@ static eq_layer *conv_relu(size_t in_channels, size_t out_channels)
     eq_layer *seq, *layer;
 
     assert_int_equal(eq_sequential_create(&seq), EQ_OK);
-    append(seq, eq_conv2d_create(in_channels, out_channels, 3, 3, 1, 1, &layer), &layer);
-    append(seq, eq_relu_create(&layer), &layer);
+    eq_test_append(seq, eq_conv2d_create(in_channels, out_channels, 3, 3, 1, 1, &layer), &layer);
+    eq_test_append(seq, eq_relu_create(&layer), &layer);
     return seq;
 }
 
@@ -85,13 +54,13 @@ static eq_layer *reference_network(const eq_group *group, uint64_t seed)
     append_new(net, equivarified(conv_relu(3 * n, 3), group, EQ_ACTION_BLOCKS));
 
     assert_int_equal(eq_sequential_create(&head), EQ_OK);
-    append(head, eq_conv2d_create(3 * n, 4, 3, 3, 1, 1, &layer), &layer);
-    append(head, eq_relu_create(&layer), &layer);
-    append(head, eq_maxpool_create(2, 2, &layer), &layer);
-    append(head, eq_flatten_create(&layer), &layer);
-    append(head, eq_dense_create(4 * 4 * 4, 12, &layer), &layer);
-    append(head, eq_relu_create(&layer), &layer);
-    append(head, eq_dense_create(12, 5, &layer), &layer);
+    eq_test_append(head, eq_conv2d_create(3 * n, 4, 3, 3, 1, 1, &layer), &layer);
+    eq_test_append(head, eq_relu_create(&layer), &layer);
+    eq_test_append(head, eq_maxpool_create(2, 2, &layer), &layer);
+    eq_test_append(head, eq_flatten_create(&layer), &layer);
+    eq_test_append(head, eq_dense_create(4 * 4 * 4, 12, &layer), &layer);
+    eq_test_append(head, eq_relu_create(&layer), &layer);
+    eq_test_append(head, eq_dense_create(12, 5, &layer), &layer);
     append_new(net, equivarified(head, group, EQ_ACTION_BLOCKS));
 
     eq_rng_seed(&rng, seed);
@@ -104,8 +73,8 @@ static eq_layer *reference_network(const eq_group *group, uint64_t seed)
 static void assert_equivariant_with(eq_layer *net, const eq_group *group, eq_action input_action,
                                     eq_action output_action, eq_tensor *x)
 {
-    eq_tensor *kx = NULL, *y = output_for(net, x->shape), *ky = output_for(net, x->shape);
-    eq_tensor *y_of_kx = output_for(net, x->shape);
+    eq_tensor *kx = NULL, *y = eq_test_output_for(net, x->shape), *ky = eq_test_output_for(net, x->shape);
+    eq_tensor *y_of_kx = eq_test_output_for(net, x->shape);
     size_t count = eq_shape_numel(y->shape);
 
     assert_int_equal(eq_tensor_create(x->shape, &kx), EQ_OK);
@@ -194,7 +163,7 @@ static void assert_actions_homomorphic(const eq_group *group, size_t size)
 {
     size_t n = eq_group_order(group);
     eq_shape shape = eq_shape_make(2, 2 * n, size, size);
-    eq_tensor *x = random_tensor(shape, 11), *bx, *abx, *direct;
+    eq_tensor *x = eq_test_random_tensor(shape, 11), *bx, *abx, *direct;
     size_t bytes = eq_shape_numel(shape) * sizeof(float);
 
     assert_int_equal(eq_tensor_create(shape, &bx), EQ_OK);
@@ -276,18 +245,18 @@ static void reference_network_bitwise_equivariant(void **state)
 
     assert_int_equal(eq_group_c4(&c4), EQ_OK);
     eq_layer *net = reference_network(c4, 5);
-    eq_tensor *x = random_tensor(eq_shape_make(3, 1, 9, 9), 6);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(3, 1, 9, 9), 6);
 
     assert_equivariant(net, c4, EQ_ACTION_PIXELS, x);
 
     /* An even size, where no pixel stays fixed under a quarter turn. */
-    eq_tensor *even = random_tensor(eq_shape_make(2, 1, 10, 10), 7);
+    eq_tensor *even = eq_test_random_tensor(eq_shape_make(2, 1, 10, 10), 7);
     eq_layer *layer;
     eq_layer *h;
     assert_int_equal(eq_sequential_create(&h), EQ_OK);
-    append(h, eq_conv2d_create(1, 2, 3, 3, 2, 0, &layer), &layer);
-    append(h, eq_flatten_create(&layer), &layer);
-    append(h, eq_dense_create(2 * 4 * 4, 3, &layer), &layer);
+    eq_test_append(h, eq_conv2d_create(1, 2, 3, 3, 2, 0, &layer), &layer);
+    eq_test_append(h, eq_flatten_create(&layer), &layer);
+    eq_test_append(h, eq_dense_create(2 * 4 * 4, 3, &layer), &layer);
     eq_layer *single = equivarified(h, c4, EQ_ACTION_PIXELS);
     eq_rng rng;
     eq_rng_seed(&rng, 8);
@@ -312,14 +281,14 @@ static void regular_layer_bitwise_equivariant(void **state)
     eq_layer *conv = equivarified(conv_relu(8, 3), c4, EQ_ACTION_BLOCKS);
     eq_rng_seed(&rng, 9);
     eq_layer_init_he(conv, &rng);
-    eq_tensor *x = random_tensor(eq_shape_make(2, 8, 5, 5), 10);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 8, 5, 5), 10);
     assert_equivariant(conv, c4, EQ_ACTION_BLOCKS, x);
 
     /* A dense layer on flat regular features, (N, n * K, 1, 1). */
     assert_int_equal(eq_dense_create(12, 7, &layer), EQ_OK);
     eq_layer *dense = equivarified(layer, c4, EQ_ACTION_BLOCKS);
     eq_layer_init_he(dense, &rng);
-    eq_tensor *flat = random_tensor(eq_shape_make(4, 12, 1, 1), 12);
+    eq_tensor *flat = eq_test_random_tensor(eq_shape_make(4, 12, 1, 1), 12);
     assert_equivariant(dense, c4, EQ_ACTION_BLOCKS, flat);
 
     eq_tensor_destroy(x);
@@ -343,10 +312,10 @@ static void projection_recovers_h(void **state)
     eq_layer_init_he(f, &rng);
     assert_int_equal(eq_projection_create(4, &projection), EQ_OK);
 
-    eq_tensor *x = random_tensor(eq_shape_make(3, 1, 6, 6), 14);
-    eq_tensor *fx = output_for(f, x->shape);
-    eq_tensor *px = output_for(projection, fx->shape);
-    eq_tensor *hx = output_for(h, x->shape);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(3, 1, 6, 6), 14);
+    eq_tensor *fx = eq_test_output_for(f, x->shape);
+    eq_tensor *px = eq_test_output_for(projection, fx->shape);
+    eq_tensor *hx = eq_test_output_for(h, x->shape);
     assert_true(eq_shape_equal(px->shape, hx->shape));
 
     assert_int_equal(eq_layer_forward(f, x, fx), EQ_OK);
@@ -356,7 +325,7 @@ static void projection_recovers_h(void **state)
     assert_memory_equal(px->data, hx->data, eq_shape_numel(hx->shape) * sizeof(float));
 
     /* Backward puts dy into block 0 and zeros elsewhere. */
-    eq_tensor *dfx = output_for(f, x->shape);
+    eq_tensor *dfx = eq_test_output_for(f, x->shape);
     assert_int_equal(eq_layer_backward(projection, px, dfx), EQ_OK);
     size_t block = eq_shape_numel(hx->shape) / 3;
     assert_memory_equal(dfx->data, px->data, block * sizeof(float));
@@ -392,8 +361,8 @@ static void trivial_group_equals_h(void **state)
     eq_rng_seed(&rng, 15);
     eq_layer_init_he(f, &rng);
 
-    eq_tensor *x = random_tensor(eq_shape_make(2, 2, 5, 5), 16);
-    eq_tensor *fx = output_for(f, x->shape), *hx = output_for(h, x->shape);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 2, 5, 5), 16);
+    eq_tensor *fx = eq_test_output_for(f, x->shape), *hx = eq_test_output_for(h, x->shape);
     assert_int_equal(eq_layer_forward(f, x, fx), EQ_OK);
     assert_int_equal(eq_layer_forward(h, x, hx), EQ_OK);
     assert_memory_equal(fx->data, hx->data, eq_shape_numel(hx->shape) * sizeof(float));
@@ -417,16 +386,16 @@ static void equivarified_stack_gradients(void **state)
     assert_int_equal(eq_sequential_create(&net), EQ_OK);
     append_new(net, equivarified(conv_relu(1, 2), c4, EQ_ACTION_PIXELS));
     assert_int_equal(eq_sequential_create(&head), EQ_OK);
-    append(head, eq_conv2d_create(8, 2, 3, 3, 1, 0, &layer), &layer);
-    append(head, eq_flatten_create(&layer), &layer);
-    append(head, eq_dense_create(2 * 3 * 3, 3, &layer), &layer);
+    eq_test_append(head, eq_conv2d_create(8, 2, 3, 3, 1, 0, &layer), &layer);
+    eq_test_append(head, eq_flatten_create(&layer), &layer);
+    eq_test_append(head, eq_dense_create(2 * 3 * 3, 3, &layer), &layer);
     append_new(net, equivarified(head, c4, EQ_ACTION_BLOCKS));
     eq_rng_seed(&rng, 17);
     eq_layer_init_he(net, &rng);
 
     /* 200 ReLU inputs per bias: a step of 1e-4 keeps the chance that one of
      * them crosses the kink small; with this seed none does. */
-    eq_tensor *x = random_tensor(eq_shape_make(2, 1, 5, 5), 18);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 1, 5, 5), 18);
     assert_int_equal(eq_test_gradcheck(net, x, 19, 1e-4, &result), 0);
     if (result.max_error > 2e-2)
         fail_msg("gradient mismatch %g at %s", result.max_error, result.worst);
@@ -453,9 +422,9 @@ static void shared_gradients_sum_branches(void **state)
     eq_rng_seed(&rng, 20);
     eq_layer_init_he(f, &rng);
 
-    eq_tensor *x = random_tensor(eq_shape_make(1, 1, 5, 5), 21);
-    eq_tensor *fx = output_for(f, x->shape);
-    eq_tensor *dy = random_tensor(fx->shape, 22);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(1, 1, 5, 5), 21);
+    eq_tensor *fx = eq_test_output_for(f, x->shape);
+    eq_tensor *dy = eq_test_random_tensor(fx->shape, 22);
     eq_layer_zero_grad(f);
     assert_int_equal(eq_layer_forward(f, x, fx), EQ_OK);
     assert_int_equal(eq_layer_backward(f, dy, NULL), EQ_OK);
@@ -464,7 +433,7 @@ static void shared_gradients_sum_branches(void **state)
     assert_non_null(f_grad);
     memcpy(f_grad, param.grad, param.count * sizeof(float));
 
-    eq_tensor *gx, *hx = output_for(h, x->shape);
+    eq_tensor *gx, *hx = eq_test_output_for(h, x->shape);
     assert_int_equal(eq_tensor_create(x->shape, &gx), EQ_OK);
     size_t block = eq_shape_numel(hx->shape);
     eq_layer_zero_grad(h);
@@ -533,7 +502,7 @@ static void d4_reference_network_bitwise_equivariant(void **state)
 
     assert_int_equal(eq_group_d4(&d4), EQ_OK);
     eq_layer *net = reference_network(d4, 23);
-    eq_tensor *x = random_tensor(eq_shape_make(2, 1, 9, 9), 24);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 1, 9, 9), 24);
     assert_equivariant(net, d4, EQ_ACTION_PIXELS, x);
 
     eq_tensor_destroy(x);
@@ -558,16 +527,16 @@ static void aligned_stack_bitwise_equivariant(void **state)
         assert_int_equal(eq_equivarify_aligned(conv_relu(1, 3), group, EQ_ACTION_PIXELS, &first), EQ_OK);
         assert_int_equal(eq_equivarify_aligned(conv_relu(3 * n, 2), group, EQ_ACTION_BLOCKS_PIXELS, &second), EQ_OK);
         assert_int_equal(eq_sequential_create(&head), EQ_OK);
-        append(head, eq_maxpool_create(2, 2, &layer), &layer);
-        append(head, eq_flatten_create(&layer), &layer);
-        append(head, eq_dense_create(2 * n * 3 * 3, 4, &layer), &layer);
+        eq_test_append(head, eq_maxpool_create(2, 2, &layer), &layer);
+        eq_test_append(head, eq_flatten_create(&layer), &layer);
+        eq_test_append(head, eq_dense_create(2 * n * 3 * 3, 4, &layer), &layer);
         head = equivarified(head, group, EQ_ACTION_BLOCKS_PIXELS);
 
         eq_rng_seed(&rng, 25 + i);
         eq_layer_init_he(first, &rng);
         eq_layer_init_he(second, &rng);
         eq_layer_init_he(head, &rng);
-        eq_tensor *x = random_tensor(eq_shape_make(2, 1, 7, 7), 27 + i);
+        eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 1, 7, 7), 27 + i);
         assert_equivariant_with(first, group, EQ_ACTION_PIXELS, EQ_ACTION_BLOCKS_PIXELS, x);
 
         assert_int_equal(eq_sequential_create(&net), EQ_OK);
@@ -608,15 +577,15 @@ static void aligned_lift_equals_group_conv(void **state)
         assert_int_equal(eq_layer_param(lift, 1, &bias), EQ_OK);
         eq_test_fill_uniform(bias.value, bias.count, &rng, -0.5f, 0.5f);
 
-        eq_tensor *x = random_tensor(eq_shape_make(2, 2, 6, 6), 32);
-        eq_tensor *y = output_for(lift, x->shape);
+        eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 2, 6, 6), 32);
+        eq_tensor *y = eq_test_output_for(lift, x->shape);
         assert_int_equal(eq_layer_forward(lift, x, y), EQ_OK);
 
         assert_int_equal(eq_conv2d_create(2, 3, 3, 3, 1, 1, &reference), EQ_OK);
         assert_int_equal(eq_layer_param(reference, 0, &ref_weight), EQ_OK);
         assert_int_equal(eq_layer_param(reference, 1, &ref_bias), EQ_OK);
         memcpy(ref_bias.value, bias.value, bias.count * sizeof(float));
-        eq_tensor *ref_y = output_for(reference, x->shape);
+        eq_tensor *ref_y = eq_test_output_for(reference, x->shape);
         eq_tensor filters = { eq_shape_make(3 * 2, 1, 3, 3), weight.value };
         eq_tensor turned = { filters.shape, ref_weight.value };
         size_t block = eq_shape_numel(ref_y->shape) / 2;
@@ -655,7 +624,7 @@ static void check_equivariance_measures_error(void **state)
 
     assert_int_equal(eq_group_c4(&c4), EQ_OK);
     eq_layer *f = reference_network(c4, 33);
-    eq_tensor *x = random_tensor(eq_shape_make(2, 1, 9, 9), 34);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 1, 9, 9), 34);
     assert_int_equal(eq_check_equivariance(f, c4, EQ_ACTION_PIXELS, EQ_ACTION_BLOCKS, x, &error, &worst), EQ_OK);
     assert_true(error == 0.0f);
     assert_int_equal(worst, 0);
@@ -692,14 +661,14 @@ static void invariant_pool_is_invariant(void **state)
         eq_layer *net = reference_network(d4, 36);
         assert_int_equal(eq_invariant_pool_create(d4, kinds[i], &pool), EQ_OK);
         assert_int_equal(eq_equivariant_append(net, pool), EQ_OK);
-        eq_tensor *x = random_tensor(eq_shape_make(2, 1, 9, 9), 37);
+        eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 1, 9, 9), 37);
         assert_equivariant_with(net, d4, EQ_ACTION_PIXELS, EQ_ACTION_TRIVIAL, x);
         eq_tensor_destroy(x);
         eq_layer_destroy(net);
 
         /* Gradients of the pool alone, on distinct values away from max ties. */
         assert_int_equal(eq_invariant_pool_create(d4, kinds[i], &pool), EQ_OK);
-        eq_tensor *blocks = random_tensor(eq_shape_make(2, 16, 1, 3), 38);
+        eq_tensor *blocks = eq_test_random_tensor(eq_shape_make(2, 16, 1, 3), 38);
         assert_int_equal(eq_test_gradcheck(pool, blocks, 39, 1e-3, &result), 0);
         if (result.max_error > 1e-2)
             fail_msg("pool %zu gradient mismatch %g at %s", i, result.max_error, result.worst);
@@ -772,8 +741,8 @@ static thread_run run_with_threads(eq_layer *f, const eq_tensor *x, int threads)
     eq_param weight;
 
     assert_int_equal(eq_set_num_threads(threads), EQ_OK);
-    eq_tensor *y = output_for(f, x->shape);
-    eq_tensor *dy = random_tensor(y->shape, 820);
+    eq_tensor *y = eq_test_output_for(f, x->shape);
+    eq_tensor *dy = eq_test_random_tensor(y->shape, 820);
     eq_tensor *dx = NULL;
     assert_int_equal(eq_tensor_create(x->shape, &dx), EQ_OK);
 
@@ -820,8 +789,8 @@ static void generic_path_independent_of_threads(void **state)
     eq_layer *regular = equivarified(conv_relu(4 * 2, 2), c4, EQ_ACTION_BLOCKS);
     assert_int_equal(eq_equivarify_set_fused(regular, 0), EQ_OK);
     eq_layer *layers[2] = { lift, regular };
-    eq_tensor *inputs[2] = { random_tensor(eq_shape_make(16, 1, 28, 28), 821),
-                             random_tensor(eq_shape_make(6, 4 * 2, 28, 28), 822) };
+    eq_tensor *inputs[2] = { eq_test_random_tensor(eq_shape_make(16, 1, 28, 28), 821),
+                             eq_test_random_tensor(eq_shape_make(6, 4 * 2, 28, 28), 822) };
     eq_rng rng;
 
     eq_rng_seed(&rng, 823);

@@ -32,37 +32,6 @@
 
 /* --- Fixtures -------------------------------------------------------------- */
 
-static eq_tensor *random_tensor(eq_shape shape, uint64_t seed)
-{
-    eq_tensor *t = NULL;
-    eq_rng rng;
-
-    assert_int_equal(eq_tensor_create(shape, &t), EQ_OK);
-    eq_rng_seed(&rng, seed);
-    eq_test_fill_uniform(t->data, eq_shape_numel(shape), &rng, -1.0f, 1.0f);
-    return t;
-}
-
-static eq_tensor *output_for(eq_layer *layer, eq_shape in)
-{
-    eq_shape out;
-    eq_tensor *t = NULL;
-
-    assert_int_equal(eq_layer_output_shape(layer, in, &out), EQ_OK);
-    assert_int_equal(eq_tensor_create(out, &t), EQ_OK);
-    return t;
-}
-
-/* Appends *layer after checking the status of the call that created it;
- * taking its address makes the read happen after that call. */
-static void append(eq_layer *seq, eq_status created, eq_layer **layer)
-{
-    if (created != EQ_OK)
-        fail_msg("creating a layer failed: %s", eq_last_error());
-    if (eq_sequential_append(seq, *layer) != EQ_OK)
-        fail_msg("eq_sequential_append failed: %s", eq_last_error());
-}
-
 static eq_layer *conv(size_t in_channels, size_t out_channels, size_t stride)
 {
     eq_layer *layer = NULL;
@@ -85,8 +54,8 @@ static eq_layer *conv_relu(size_t in_channels, size_t out_channels)
     eq_layer *seq, *layer;
 
     assert_int_equal(eq_sequential_create(&seq), EQ_OK);
-    append(seq, eq_conv2d_create(in_channels, out_channels, 3, 3, 1, 1, &layer), &layer);
-    append(seq, eq_relu_create(&layer), &layer);
+    eq_test_append(seq, eq_conv2d_create(in_channels, out_channels, 3, 3, 1, 1, &layer), &layer);
+    eq_test_append(seq, eq_relu_create(&layer), &layer);
     return seq;
 }
 
@@ -98,11 +67,11 @@ static eq_layer *conv_pool_dense(size_t in_channels, size_t size, size_t stride)
     size_t pooled = ((size - 1) / stride + 1) / 2;
 
     assert_int_equal(eq_sequential_create(&seq), EQ_OK);
-    append(seq, eq_conv2d_create(in_channels, 3, 3, 3, stride, 1, &layer), &layer);
-    append(seq, eq_relu_create(&layer), &layer);
-    append(seq, eq_maxpool_create(2, 2, &layer), &layer);
-    append(seq, eq_flatten_create(&layer), &layer);
-    append(seq, eq_dense_create(3 * pooled * pooled, 6, &layer), &layer);
+    eq_test_append(seq, eq_conv2d_create(in_channels, 3, 3, 3, stride, 1, &layer), &layer);
+    eq_test_append(seq, eq_relu_create(&layer), &layer);
+    eq_test_append(seq, eq_maxpool_create(2, 2, &layer), &layer);
+    eq_test_append(seq, eq_flatten_create(&layer), &layer);
+    eq_test_append(seq, eq_dense_create(3 * pooled * pooled, 6, &layer), &layer);
     return seq;
 }
 
@@ -150,8 +119,8 @@ static float *copy_floats(const float *data, size_t count)
 static run_result run_layer(eq_layer *layer, const eq_tensor *x, uint64_t seed)
 {
     run_result r;
-    eq_tensor *y = output_for(layer, x->shape), *dx = NULL;
-    eq_tensor *dy = random_tensor(y->shape, seed);
+    eq_tensor *y = eq_test_output_for(layer, x->shape), *dx = NULL;
+    eq_tensor *dy = eq_test_random_tensor(y->shape, seed);
 
     assert_int_equal(eq_tensor_create(x->shape, &dx), EQ_OK);
     /* backward overwrites dx, so stale values must not leak into it. */
@@ -261,7 +230,7 @@ static void conv_fused_matches_generic(void **state)
                 char label[64];
                 snprintf(label, sizeof label, "%s conv N=%zu stride %zu", group_names[gi], batches[bi], strides[si]);
                 eq_layer *f = regular(conv(3 * n, 4, strides[si]), group, 40 + bi + 2 * si);
-                eq_tensor *x = random_tensor(eq_shape_make(batches[bi], 3 * n, 7, 7), 50 + bi);
+                eq_tensor *x = eq_test_random_tensor(eq_shape_make(batches[bi], 3 * n, 7, 7), 50 + bi);
                 assert_paths_agree(f, x, 60 + si, label);
                 eq_tensor_destroy(x);
                 eq_layer_destroy(f);
@@ -286,14 +255,14 @@ static void dense_fused_matches_generic(void **state)
             /* A flat input (N, n * 5, 1, 1) and an image input read as flat. */
             snprintf(label, sizeof label, "%s dense flat N=%zu", group_names[gi], batches[bi]);
             eq_layer *f = regular(dense(5 * n, 7), group, 70 + bi);
-            eq_tensor *x = random_tensor(eq_shape_make(batches[bi], 5 * n, 1, 1), 71 + bi);
+            eq_tensor *x = eq_test_random_tensor(eq_shape_make(batches[bi], 5 * n, 1, 1), 71 + bi);
             assert_paths_agree(f, x, 72, label);
             eq_tensor_destroy(x);
             eq_layer_destroy(f);
 
             snprintf(label, sizeof label, "%s dense image N=%zu", group_names[gi], batches[bi]);
             f = regular(dense(2 * n * 3 * 3, 5), group, 73 + bi);
-            x = random_tensor(eq_shape_make(batches[bi], 2 * n, 3, 3), 74 + bi);
+            x = eq_test_random_tensor(eq_shape_make(batches[bi], 2 * n, 3, 3), 74 + bi);
             assert_paths_agree(f, x, 75, label);
             eq_tensor_destroy(x);
             eq_layer_destroy(f);
@@ -317,7 +286,7 @@ static void sequential_fused_matches_generic(void **state)
                 snprintf(label, sizeof label, "%s conv-relu-maxpool-flatten-dense N=%zu stride %zu",
                          group_names[gi], batches[bi], strides[si]);
                 eq_layer *f = regular(conv_pool_dense(2 * n, 8, strides[si]), group, 80 + bi + 2 * si);
-                eq_tensor *x = random_tensor(eq_shape_make(batches[bi], 2 * n, 8, 8), 84 + bi);
+                eq_tensor *x = eq_test_random_tensor(eq_shape_make(batches[bi], 2 * n, 8, 8), 84 + bi);
                 assert_paths_agree(f, x, 86 + si, label);
                 eq_tensor_destroy(x);
                 eq_layer_destroy(f);
@@ -327,9 +296,9 @@ static void sequential_fused_matches_generic(void **state)
         /* A sequential h of one layer, whose fused output is h's output. */
         eq_layer *h, *layer = dense(3 * n, 4);
         assert_int_equal(eq_sequential_create(&h), EQ_OK);
-        append(h, EQ_OK, &layer);
+        eq_test_append(h, EQ_OK, &layer);
         eq_layer *f = regular(h, group, 88);
-        eq_tensor *x = random_tensor(eq_shape_make(2, 3 * n, 1, 1), 89);
+        eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 3 * n, 1, 1), 89);
         assert_paths_agree(f, x, 90, "sequential(dense)");
         eq_tensor_destroy(x);
         eq_layer_destroy(f);
@@ -338,16 +307,16 @@ static void sequential_fused_matches_generic(void **state)
          * layers after the dense one. */
         for (size_t rest = 0; rest < 2; rest++) {
             assert_int_equal(eq_sequential_create(&h), EQ_OK);
-            append(h, eq_flatten_create(&layer), &layer);
+            eq_test_append(h, eq_flatten_create(&layer), &layer);
             layer = dense(2 * n * 3 * 3, 5);
-            append(h, EQ_OK, &layer);
+            eq_test_append(h, EQ_OK, &layer);
             if (rest) {
-                append(h, eq_relu_create(&layer), &layer);
+                eq_test_append(h, eq_relu_create(&layer), &layer);
                 layer = dense(5, 3);
-                append(h, EQ_OK, &layer);
+                eq_test_append(h, EQ_OK, &layer);
             }
             f = regular(h, group, 91 + rest);
-            x = random_tensor(eq_shape_make(3, 2 * n, 3, 3), 93 + rest);
+            x = eq_test_random_tensor(eq_shape_make(3, 2 * n, 3, 3), 93 + rest);
             assert_paths_agree(f, x, 95 + rest, rest ? "flatten-dense-relu-dense" : "flatten-dense");
             eq_tensor_destroy(x);
             eq_layer_destroy(f);
@@ -368,13 +337,13 @@ static void chunked_conv_fused_matches_generic(void **state)
 
     assert_int_equal(eq_group_c4(&c4), EQ_OK);
     eq_layer *f = regular(conv(4 * 80, 4, 1), c4, 91);
-    eq_tensor *x = random_tensor(eq_shape_make(2, 4 * 80, 28, 28), 92);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 4 * 80, 28, 28), 92);
     assert_paths_agree(f, x, 93, "conv 320->4 at 28x28, tiled");
     eq_tensor_destroy(x);
     eq_layer_destroy(f);
 
     f = regular(conv_relu(4 * 20, 3), c4, 94);
-    x = random_tensor(eq_shape_make(20, 4 * 20, 14, 14), 95);
+    x = eq_test_random_tensor(eq_shape_make(20, 4 * 20, 14, 14), 95);
     assert_paths_agree(f, x, 96, "conv 80->3 at 14x14, chunks of 3 images");
     eq_tensor_destroy(x);
     eq_layer_destroy(f);
@@ -394,20 +363,20 @@ static eq_layer *three_layer_network(const eq_group *group, uint64_t seed)
 
     assert_int_equal(eq_sequential_create(&net), EQ_OK);
     assert_int_equal(eq_equivarify(conv_relu(1, 3), group, EQ_ACTION_PIXELS, &lift), EQ_OK);
-    append(net, EQ_OK, &lift);
+    eq_test_append(net, EQ_OK, &lift);
     assert_int_equal(eq_equivarify(conv_relu(3 * n, 3), group, EQ_ACTION_BLOCKS, &middle), EQ_OK);
-    append(net, EQ_OK, &middle);
+    eq_test_append(net, EQ_OK, &middle);
 
     assert_int_equal(eq_sequential_create(&head), EQ_OK);
-    append(head, eq_conv2d_create(3 * n, 4, 3, 3, 1, 1, &layer), &layer);
-    append(head, eq_relu_create(&layer), &layer);
-    append(head, eq_maxpool_create(2, 2, &layer), &layer);
-    append(head, eq_flatten_create(&layer), &layer);
-    append(head, eq_dense_create(4 * 4 * 4, 12, &layer), &layer);
-    append(head, eq_relu_create(&layer), &layer);
-    append(head, eq_dense_create(12, 5, &layer), &layer);
+    eq_test_append(head, eq_conv2d_create(3 * n, 4, 3, 3, 1, 1, &layer), &layer);
+    eq_test_append(head, eq_relu_create(&layer), &layer);
+    eq_test_append(head, eq_maxpool_create(2, 2, &layer), &layer);
+    eq_test_append(head, eq_flatten_create(&layer), &layer);
+    eq_test_append(head, eq_dense_create(4 * 4 * 4, 12, &layer), &layer);
+    eq_test_append(head, eq_relu_create(&layer), &layer);
+    eq_test_append(head, eq_dense_create(12, 5, &layer), &layer);
     assert_int_equal(eq_equivarify(head, group, EQ_ACTION_BLOCKS, &layer), EQ_OK);
-    append(net, EQ_OK, &layer);
+    eq_test_append(net, EQ_OK, &layer);
 
     for (size_t i = 0; i < 3; i++)
         assert_int_equal(eq_equivarify_set_fused(eq_sequential_get(net, i), 1), EQ_OK);
@@ -421,8 +390,8 @@ static eq_layer *three_layer_network(const eq_group *group, uint64_t seed)
 static void assert_bitwise_equivariant(eq_layer *net, const eq_group *group, eq_action input_action,
                                        const eq_tensor *x, const char *label)
 {
-    eq_tensor *kx = NULL, *y = output_for(net, x->shape), *ky = output_for(net, x->shape);
-    eq_tensor *y_of_kx = output_for(net, x->shape);
+    eq_tensor *kx = NULL, *y = eq_test_output_for(net, x->shape), *ky = eq_test_output_for(net, x->shape);
+    eq_tensor *y_of_kx = eq_test_output_for(net, x->shape);
     size_t bytes = eq_shape_numel(y->shape) * sizeof(float);
 
     assert_int_equal(eq_tensor_create(x->shape, &kx), EQ_OK);
@@ -456,7 +425,7 @@ static void fused_network_bitwise_equivariant(void **state)
         size_t n = eq_group_order(group);
 
         eq_layer *net = three_layer_network(group, 100 + gi);
-        eq_tensor *x = random_tensor(eq_shape_make(3, 1, 9, 9), 102 + gi);
+        eq_tensor *x = eq_test_random_tensor(eq_shape_make(3, 1, 9, 9), 102 + gi);
         assert_bitwise_equivariant(net, group, EQ_ACTION_PIXELS, x, "three-layer network");
         assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 0)), 0);
         assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 1)), 1);
@@ -467,7 +436,7 @@ static void fused_network_bitwise_equivariant(void **state)
         /* The head above starts with a conv; a regular dense layer fuses too. */
         eq_layer *f = regular(dense(5 * n, 7), group, 104 + gi);
         assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
-        x = random_tensor(eq_shape_make(3, 5 * n, 1, 1), 106 + gi);
+        x = eq_test_random_tensor(eq_shape_make(3, 5 * n, 1, 1), 106 + gi);
         assert_bitwise_equivariant(f, group, EQ_ACTION_BLOCKS, x, "dense");
         assert_int_equal(eq_equivarify_used_fused(f), 1);
         eq_tensor_destroy(x);
@@ -476,12 +445,12 @@ static void fused_network_bitwise_equivariant(void **state)
         /* So does a flatten followed by a dense layer, on a spatial input. */
         eq_layer *h, *layer;
         assert_int_equal(eq_sequential_create(&h), EQ_OK);
-        append(h, eq_flatten_create(&layer), &layer);
+        eq_test_append(h, eq_flatten_create(&layer), &layer);
         layer = dense(2 * n * 3 * 3, 7);
-        append(h, EQ_OK, &layer);
+        eq_test_append(h, EQ_OK, &layer);
         f = regular(h, group, 108 + gi);
         assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
-        x = random_tensor(eq_shape_make(2, 2 * n, 3, 3), 110 + gi);
+        x = eq_test_random_tensor(eq_shape_make(2, 2 * n, 3, 3), 110 + gi);
         assert_bitwise_equivariant(f, group, EQ_ACTION_BLOCKS, x, "flatten-dense");
         assert_int_equal(eq_equivarify_used_fused(f), 1);
         eq_tensor_destroy(x);
@@ -502,15 +471,15 @@ static void fused_stack_gradients(void **state)
     assert_int_equal(eq_group_c4(&c4), EQ_OK);
     assert_int_equal(eq_sequential_create(&net), EQ_OK);
     assert_int_equal(eq_equivarify(conv_relu(1, 2), c4, EQ_ACTION_PIXELS, &lift), EQ_OK);
-    append(net, EQ_OK, &lift);
+    eq_test_append(net, EQ_OK, &lift);
     assert_int_equal(eq_sequential_create(&head), EQ_OK);
-    append(head, eq_conv2d_create(8, 2, 3, 3, 1, 0, &layer), &layer);
-    append(head, eq_flatten_create(&layer), &layer);
-    append(head, eq_dense_create(2 * 3 * 3, 3, &layer), &layer);
+    eq_test_append(head, eq_conv2d_create(8, 2, 3, 3, 1, 0, &layer), &layer);
+    eq_test_append(head, eq_flatten_create(&layer), &layer);
+    eq_test_append(head, eq_dense_create(2 * 3 * 3, 3, &layer), &layer);
     assert_int_equal(eq_equivarify(head, c4, EQ_ACTION_BLOCKS, &layer), EQ_OK);
-    append(net, EQ_OK, &layer);
+    eq_test_append(net, EQ_OK, &layer);
     assert_int_equal(eq_equivarify(dense(12, 2), c4, EQ_ACTION_BLOCKS, &layer), EQ_OK);
-    append(net, EQ_OK, &layer);
+    eq_test_append(net, EQ_OK, &layer);
     for (size_t i = 1; i < 3; i++)
         assert_int_equal(eq_equivarify_set_fused(eq_sequential_get(net, i), 1), EQ_OK);
     eq_rng_seed(&rng, 110);
@@ -518,7 +487,7 @@ static void fused_stack_gradients(void **state)
 
     /* 200 ReLU inputs per bias in the lift: a step of 1e-4 keeps the chance
      * that one crosses the kink small. With this seed none does. */
-    eq_tensor *x = random_tensor(eq_shape_make(2, 1, 5, 5), 111);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 1, 5, 5), 111);
     assert_int_equal(eq_test_gradcheck(net, x, 112, 1e-4, &result), 0);
     assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 1)), 1);
     assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 2)), 1);
@@ -542,7 +511,7 @@ static void fused_linear_gradients(void **state)
 
     assert_int_equal(eq_group_d4(&d4), EQ_OK);
     eq_layer *f = regular(conv(8, 2, 2), d4, 113);
-    eq_tensor *x = random_tensor(eq_shape_make(2, 8, 5, 5), 114);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 8, 5, 5), 114);
     assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
     assert_int_equal(eq_test_gradcheck(f, x, 115, 1e-2, &result), 0);
     assert_int_equal(eq_equivarify_used_fused(f), 1);
@@ -566,8 +535,8 @@ static void fused_default_follows_environment(void **state)
     assert_int_equal(eq_equivarify_fused_default(), expected);
     assert_int_equal(eq_group_c4(&c4), EQ_OK);
     eq_layer *f = regular(conv(4, 2, 1), c4, 120);
-    eq_tensor *x = random_tensor(eq_shape_make(1, 4, 4, 4), 121);
-    eq_tensor *y = output_for(f, x->shape);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(1, 4, 4, 4), 121);
+    eq_tensor *y = eq_test_output_for(f, x->shape);
     assert_int_equal(eq_layer_forward(f, x, y), EQ_OK);
     assert_int_equal(eq_equivarify_used_fused(f), expected);
 
@@ -585,13 +554,13 @@ static void fused_path_only_where_exact(void **state)
     eq_layer *f, *h, *layer;
 
     assert_int_equal(eq_group_c4(&c4), EQ_OK);
-    eq_tensor *image = random_tensor(eq_shape_make(1, 4, 5, 5), 130);
+    eq_tensor *image = eq_test_random_tensor(eq_shape_make(1, 4, 5, 5), 130);
     eq_tensor *y = NULL;
 
     /* Pixel input action: generic. */
     assert_int_equal(eq_equivarify(conv(4, 2, 1), c4, EQ_ACTION_PIXELS, &f), EQ_OK);
     assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
-    y = output_for(f, image->shape);
+    y = eq_test_output_for(f, image->shape);
     assert_int_equal(eq_layer_forward(f, image, y), EQ_OK);
     assert_int_equal(eq_equivarify_used_fused(f), 0);
     eq_tensor_destroy(y);
@@ -600,7 +569,7 @@ static void fused_path_only_where_exact(void **state)
     /* The aligned variant on blocks: generic. */
     assert_int_equal(eq_equivarify_aligned(conv(4, 2, 1), c4, EQ_ACTION_BLOCKS, &f), EQ_OK);
     assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
-    y = output_for(f, image->shape);
+    y = eq_test_output_for(f, image->shape);
     assert_int_equal(eq_layer_forward(f, image, y), EQ_OK);
     assert_int_equal(eq_equivarify_used_fused(f), 0);
     eq_tensor_destroy(y);
@@ -608,11 +577,11 @@ static void fused_path_only_where_exact(void **state)
 
     /* h that starts with relu: generic. */
     assert_int_equal(eq_sequential_create(&h), EQ_OK);
-    append(h, eq_relu_create(&layer), &layer);
-    append(h, eq_conv2d_create(4, 2, 3, 3, 1, 1, &layer), &layer);
+    eq_test_append(h, eq_relu_create(&layer), &layer);
+    eq_test_append(h, eq_conv2d_create(4, 2, 3, 3, 1, 1, &layer), &layer);
     f = regular(h, c4, 131);
     assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
-    y = output_for(f, image->shape);
+    y = eq_test_output_for(f, image->shape);
     assert_int_equal(eq_layer_forward(f, image, y), EQ_OK);
     assert_int_equal(eq_equivarify_used_fused(f), 0);
 
@@ -651,10 +620,10 @@ static void backward_follows_forward_path(void **state)
 
     assert_int_equal(eq_group_c4(&c4), EQ_OK);
     eq_layer *f = regular(conv_pool_dense(8, 6, 1), c4, 140);
-    eq_tensor *x = random_tensor(eq_shape_make(2, 8, 6, 6), 141);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 8, 6, 6), 141);
     run_result reference = run_path(f, 1, x, 142);
 
-    eq_tensor *y = output_for(f, x->shape), *dy = random_tensor(y->shape, 142), *dx = NULL;
+    eq_tensor *y = eq_test_output_for(f, x->shape), *dy = eq_test_random_tensor(y->shape, 142), *dx = NULL;
     assert_int_equal(eq_tensor_create(x->shape, &dx), EQ_OK);
     eq_layer_zero_grad(f);
     assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
@@ -720,8 +689,8 @@ static void assert_blocks_match_copies(eq_layer *layer, forward_blocks_fn forwar
                                        const eq_tensor *x, const char *label)
 {
     eq_tensor *stacked = stack_copies(x);
-    eq_tensor *y = output_for(layer, stacked->shape), *y_ref = output_for(layer, stacked->shape);
-    eq_tensor *dy = random_tensor(y->shape, 150), *dstacked = NULL, *dx = NULL, *dx_ref = NULL;
+    eq_tensor *y = eq_test_output_for(layer, stacked->shape), *y_ref = eq_test_output_for(layer, stacked->shape);
+    eq_tensor *dy = eq_test_random_tensor(y->shape, 150), *dstacked = NULL, *dx = NULL, *dx_ref = NULL;
     eq_param weight;
 
     assert_int_equal(eq_tensor_create(stacked->shape, &dstacked), EQ_OK);
@@ -761,14 +730,14 @@ static void core_blocks_match_copies(void **state)
     eq_layer *c = conv(6, 4, 1);
     eq_rng_seed(&rng, 151);
     eq_layer_init_he(c, &rng);
-    eq_tensor *x = random_tensor(eq_shape_make(2, 6, 5, 5), 152);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 6, 5, 5), 152);
     assert_blocks_match_copies(c, eq_conv2d_forward_blocks, eq_conv2d_backward_blocks, x, "conv2d, 3 branches");
     eq_tensor_destroy(x);
     eq_layer_destroy(c);
 
     eq_layer *d = dense(3 * 2 * 2 * 2, 5);
     eq_layer_init_he(d, &rng);
-    x = random_tensor(eq_shape_make(2, 3 * 2, 2, 2), 153);
+    x = eq_test_random_tensor(eq_shape_make(2, 3 * 2, 2, 2), 153);
     assert_blocks_match_copies(d, eq_dense_forward_blocks, eq_dense_backward_blocks, x, "dense, 3 branches");
     eq_tensor_destroy(x);
     eq_layer_destroy(d);
@@ -780,8 +749,8 @@ static void core_blocks_reject_bad_input(void **state)
     const size_t identity[2 * 2] = { 0, 1, 0, 1 }, repeated[2 * 2] = { 0, 1, 1, 1 }, outside[2 * 2] = { 0, 1, 2, 0 };
     const size_t cyclic[4 * 4] = { 0, 1, 2, 3, 1, 2, 3, 0, 2, 3, 0, 1, 3, 0, 1, 2 };
     eq_layer *c = conv(4, 3, 1), *d = dense(4 * 2 * 2, 3), *relu;
-    eq_tensor *x = random_tensor(eq_shape_make(1, 4, 2, 2), 160);
-    eq_tensor *odd = random_tensor(eq_shape_make(1, 3, 2, 2), 161);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(1, 4, 2, 2), 160);
+    eq_tensor *odd = eq_test_random_tensor(eq_shape_make(1, 3, 2, 2), 161);
     eq_tensor *y = NULL, *wrong = NULL, *dy = NULL;
 
     assert_int_equal(eq_tensor_create(eq_shape_make(2, 3, 2, 2), &y), EQ_OK);
@@ -831,7 +800,7 @@ static void core_blocks_reject_bad_input(void **state)
     assert_int_equal(eq_dense_backward_blocks(d, y, NULL), EQ_OK);
 
     /* A plain forward makes the multi-branch backward unavailable again. */
-    eq_tensor *plain_y = output_for(d, x->shape);
+    eq_tensor *plain_y = eq_test_output_for(d, x->shape);
     assert_int_equal(eq_layer_forward(d, x, plain_y), EQ_OK);
     assert_int_equal(eq_dense_backward_blocks(d, y, NULL), EQ_ERR_STATE);
 
@@ -850,12 +819,12 @@ static void sequential_from_rejects_bad_input(void **state)
 {
     (void)state;
     eq_layer *seq, *layer;
-    eq_tensor *x = random_tensor(eq_shape_make(1, 2, 3, 3), 170), *y = NULL, *other = NULL;
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(1, 2, 3, 3), 170), *y = NULL, *other = NULL;
 
     assert_int_equal(eq_tensor_create(x->shape, &y), EQ_OK);
     assert_int_equal(eq_tensor_create(eq_shape_make(1, 2, 3, 4), &other), EQ_OK);
     assert_int_equal(eq_sequential_create(&seq), EQ_OK);
-    append(seq, eq_relu_create(&layer), &layer);
+    eq_test_append(seq, eq_relu_create(&layer), &layer);
 
     assert_int_equal(eq_sequential_forward_from(seq, 2, x, y), EQ_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(eq_last_error(), "first child 2 is past the end of 1 children"));
@@ -908,8 +877,8 @@ static void fused_results_independent_of_threads(void **state)
     assert_int_equal(eq_group_d4(&d4), EQ_OK);
     eq_layer *net = three_layer_network(d4, 180);
     eq_layer *wide = regular(conv(4 * 80, 4, 1), d4, 181);
-    eq_tensor *x = random_tensor(eq_shape_make(3, 1, 9, 9), 182);
-    eq_tensor *wide_x = random_tensor(eq_shape_make(1, 4 * 80, 28, 28), 183);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(3, 1, 9, 9), 182);
+    eq_tensor *wide_x = eq_test_random_tensor(eq_shape_make(1, 4 * 80, 28, 28), 183);
     run_result net_reference, wide_reference;
 
     for (int threads = 1; threads <= 3; threads++) {

@@ -1,6 +1,10 @@
 /* Shared test helpers: random fixtures and the finite-difference checker. */
 #include "testutil.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <cmocka.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,4 +143,33 @@ const char *eq_test_data_path(const char *name)
 
     snprintf(path, sizeof path, "%s/%s", EQ_TEST_DATA_DIR, name);
     return path;
+}
+
+eq_tensor *eq_test_random_tensor(eq_shape shape, uint64_t seed)
+{
+    eq_tensor *t = NULL;
+    eq_rng rng;
+
+    assert_int_equal(eq_tensor_create(shape, &t), EQ_OK);
+    eq_rng_seed(&rng, seed);
+    eq_test_fill_uniform(t->data, eq_shape_numel(shape), &rng, -1.0f, 1.0f);
+    return t;
+}
+
+eq_tensor *eq_test_output_for(eq_layer *layer, eq_shape in)
+{
+    eq_shape out;
+    eq_tensor *t = NULL;
+
+    assert_int_equal(eq_layer_output_shape(layer, in, &out), EQ_OK);
+    assert_int_equal(eq_tensor_create(out, &t), EQ_OK);
+    return t;
+}
+
+void eq_test_append(eq_layer *seq, eq_status created, eq_layer **layer)
+{
+    if (created != EQ_OK)
+        fail_msg("creating a layer failed: %s", eq_last_error());
+    if (eq_sequential_append(seq, *layer) != EQ_OK)
+        fail_msg("eq_sequential_append failed: %s", eq_last_error());
 }

@@ -26,6 +26,20 @@ typedef struct eq_gradcheck_result {
 int eq_test_gradcheck(eq_layer *layer, eq_tensor *x, uint64_t seed, double step,
                       eq_gradcheck_result *result);
 
+/* The helpers below fail the running cmocka test on error. */
+
+/* Returns a new tensor of `shape` filled with uniform values in [-1, 1)
+ * drawn from `seed`. */
+eq_tensor *eq_test_random_tensor(eq_shape shape, uint64_t seed);
+
+/* Returns a zeroed tensor of the output shape of `layer` for input `in`. */
+eq_tensor *eq_test_output_for(eq_layer *layer, eq_shape in);
+
+/* Appends *layer to seq after checking `created`, the status of the call
+ * that created it; passing the address makes the read happen after that
+ * call, whatever the argument evaluation order. */
+void eq_test_append(eq_layer *seq, eq_status created, eq_layer **layer);
+
 /* Returns "<data dir>/<name>" in a static buffer; the data dir is the
  * repository's data/mnist. */
 const char *eq_test_data_path(const char *name);
