@@ -12,6 +12,7 @@
 
 #include "equivar.h"
 #include "equivar/equivarify.h"
+#include "core/conv2d_chunks.h"
 #include "core/conv2d_impl.h"
 #include "core/dense_impl.h"
 #include "core/sequential_impl.h"
@@ -652,43 +653,43 @@ static void backward_follows_forward_path(void **state)
  * identity), checked against the plain layer on explicit copies. */
 static const size_t odd_sources[3 * 3] = { 2, 0, 1, 1, 2, 0, 2, 1, 0 };
 
-/* stacked[i * 3 + g] block b = x[i] block odd_sources[g * 3 + b]. */
-static eq_tensor *stack_copies(const eq_tensor *x)
+/* stacked[i * n + g] block b = x[i] block sources[g * n + b]. */
+static eq_tensor *stack_copies(const eq_tensor *x, size_t n, const size_t *sources)
 {
     eq_tensor *stacked = NULL;
-    size_t sample = eq_shape_numel(x->shape) / x->shape.n, block = sample / 3;
+    size_t sample = eq_shape_numel(x->shape) / x->shape.n, block = sample / n;
 
-    assert_int_equal(eq_tensor_create(eq_shape_make(3 * x->shape.n, x->shape.c, x->shape.h, x->shape.w), &stacked),
+    assert_int_equal(eq_tensor_create(eq_shape_make(n * x->shape.n, x->shape.c, x->shape.h, x->shape.w), &stacked),
                      EQ_OK);
     for (size_t i = 0; i < x->shape.n; i++)
-        for (size_t g = 0; g < 3; g++)
-            for (size_t b = 0; b < 3; b++)
-                memcpy(stacked->data + (i * 3 + g) * sample + b * block,
-                       x->data + i * sample + odd_sources[g * 3 + b] * block, block * sizeof(float));
+        for (size_t g = 0; g < n; g++)
+            for (size_t b = 0; b < n; b++)
+                memcpy(stacked->data + (i * n + g) * sample + b * block,
+                       x->data + i * sample + sources[g * n + b] * block, block * sizeof(float));
     return stacked;
 }
 
 /* The adjoint of stack_copies. */
-static void unstack_add(const eq_tensor *dstacked, eq_tensor *dx)
+static void unstack_add(const eq_tensor *dstacked, size_t n, const size_t *sources, eq_tensor *dx)
 {
-    size_t sample = eq_shape_numel(dx->shape) / dx->shape.n, block = sample / 3;
+    size_t sample = eq_shape_numel(dx->shape) / dx->shape.n, block = sample / n;
 
     memset(dx->data, 0, eq_shape_numel(dx->shape) * sizeof(float));
     for (size_t i = 0; i < dx->shape.n; i++)
-        for (size_t g = 0; g < 3; g++)
-            for (size_t b = 0; b < 3; b++)
+        for (size_t g = 0; g < n; g++)
+            for (size_t b = 0; b < n; b++)
                 for (size_t q = 0; q < block; q++)
-                    dx->data[i * sample + odd_sources[g * 3 + b] * block + q]
-                        += dstacked->data[(i * 3 + g) * sample + b * block + q];
+                    dx->data[i * sample + sources[g * n + b] * block + q]
+                        += dstacked->data[(i * n + g) * sample + b * block + q];
 }
 
 typedef eq_status (*forward_blocks_fn)(eq_layer *, size_t, const size_t *, const eq_tensor *, eq_tensor *);
 typedef eq_status (*backward_blocks_fn)(eq_layer *, const eq_tensor *, eq_tensor *);
 
 static void assert_blocks_match_copies(eq_layer *layer, forward_blocks_fn forward, backward_blocks_fn backward,
-                                       const eq_tensor *x, const char *label)
+                                       size_t n, const size_t *sources, const eq_tensor *x, const char *label)
 {
-    eq_tensor *stacked = stack_copies(x);
+    eq_tensor *stacked = stack_copies(x, n, sources);
     eq_tensor *y = eq_test_output_for(layer, stacked->shape), *y_ref = eq_test_output_for(layer, stacked->shape);
     eq_tensor *dy = eq_test_random_tensor(y->shape, 150), *dstacked = NULL, *dx = NULL, *dx_ref = NULL;
     eq_param weight;
@@ -701,11 +702,11 @@ static void assert_blocks_match_copies(eq_layer *layer, forward_blocks_fn forwar
     eq_layer_zero_grad(layer);
     assert_int_equal(eq_layer_forward(layer, stacked, y_ref), EQ_OK);
     assert_int_equal(eq_layer_backward(layer, dy, dstacked), EQ_OK);
-    unstack_add(dstacked, dx_ref);
+    unstack_add(dstacked, n, sources, dx_ref);
     float *dweight_ref = copy_floats(weight.grad, weight.count);
 
     eq_layer_zero_grad(layer);
-    assert_int_equal(forward(layer, 3, odd_sources, x, y), EQ_OK);
+    assert_int_equal(forward(layer, n, sources, x, y), EQ_OK);
     assert_int_equal(backward(layer, dy, dx), EQ_OK);
 
     assert_close(label, "output", y->data, y_ref->data, eq_shape_numel(y->shape));
@@ -731,16 +732,123 @@ static void core_blocks_match_copies(void **state)
     eq_rng_seed(&rng, 151);
     eq_layer_init_he(c, &rng);
     eq_tensor *x = eq_test_random_tensor(eq_shape_make(2, 6, 5, 5), 152);
-    assert_blocks_match_copies(c, eq_conv2d_forward_blocks, eq_conv2d_backward_blocks, x, "conv2d, 3 branches");
+    assert_blocks_match_copies(c, eq_conv2d_forward_blocks, eq_conv2d_backward_blocks, 3, odd_sources, x,
+                               "conv2d, 3 branches");
     eq_tensor_destroy(x);
     eq_layer_destroy(c);
 
     eq_layer *d = dense(3 * 2 * 2 * 2, 5);
     eq_layer_init_he(d, &rng);
     x = eq_test_random_tensor(eq_shape_make(2, 3 * 2, 2, 2), 153);
-    assert_blocks_match_copies(d, eq_dense_forward_blocks, eq_dense_backward_blocks, x, "dense, 3 branches");
+    assert_blocks_match_copies(d, eq_dense_forward_blocks, eq_dense_backward_blocks, 3, odd_sources, x,
+                               "dense, 3 branches");
     eq_tensor_destroy(x);
     eq_layer_destroy(d);
+}
+
+/* Cyclic source tables, sources[g * n + b] = (b + g) mod n, take the
+ * spectral path; the table of the Klein four-group does not. */
+static const size_t cyclic2[2 * 2] = { 0, 1, 1, 0 };
+static const size_t cyclic4[4 * 4] = { 0, 1, 2, 3, 1, 2, 3, 0, 2, 3, 0, 1, 3, 0, 1, 2 };
+static const size_t klein4[4 * 4] = { 0, 1, 2, 3, 1, 0, 3, 2, 2, 3, 0, 1, 3, 2, 1, 0 };
+
+typedef struct spectral_case {
+    size_t n;
+    const size_t *sources;
+    size_t channels, out_channels, size, batch; /* input (batch, channels, size, size) */
+    int spectral;                               /* the path's switch for this case */
+    const char *label;
+} spectral_case;
+
+static void spectral_blocks_match_copies(void **state)
+{
+    (void)state;
+    /* 64 channels of 32 x 32 lower to 576 x 1024 columns. That is more than
+     * one column buffer holds, so this case runs in position tiles. The
+     * small cases run as one chunk of several images. */
+    const spectral_case cases[] = {
+        { 2, cyclic2, 6, 5, 5, 3, 1, "conv2d, 2 cyclic branches, spectral" },
+        { 4, cyclic4, 8, 5, 6, 3, 1, "conv2d, 4 cyclic branches, spectral" },
+        { 4, cyclic4, 64, 7, 32, 2, 1, "conv2d, 4 cyclic branches, spectral, tiled" },
+        { 4, cyclic4, 8, 5, 6, 3, 0, "conv2d, 4 cyclic branches, block path" },
+        { 4, klein4, 8, 5, 6, 3, 1, "conv2d, 4 branches of the Klein table" },
+    };
+    eq_rng rng;
+
+    eq_rng_seed(&rng, 170);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const spectral_case *sc = &cases[i];
+        eq_layer *c = conv(sc->channels, sc->out_channels, 1);
+        eq_tensor *x = eq_test_random_tensor(eq_shape_make(sc->batch, sc->channels, sc->size, sc->size), 171 + i);
+        eq_param bias;
+
+        eq_layer_init_he(c, &rng);
+        assert_int_equal(eq_layer_param(c, 1, &bias), EQ_OK);
+        for (size_t o = 0; o < bias.count; o++)
+            bias.value[o] = 0.1f * (float)o - 0.2f;
+
+        eq_conv2d_set_spectral(sc->spectral);
+        assert_int_equal(eq_conv2d_spectral_applies(sc->n, sc->sources), sc->spectral && sc->sources != klein4);
+        assert_blocks_match_copies(c, eq_conv2d_forward_blocks, eq_conv2d_backward_blocks, sc->n, sc->sources, x,
+                                   sc->label);
+        eq_conv2d_set_spectral(1);
+
+        eq_tensor_destroy(x);
+        eq_layer_destroy(c);
+    }
+    assert_int_equal(eq_conv2d_spectral_applies(3, odd_sources), 0);
+}
+
+/* Shifting the input blocks by one, x_c -> x_(c+1), shifts the branches of
+ * the spectral output, y_g -> y_(g+1), bit for bit. The input has exact
+ * zeros, equal blocks and a zero bias, where the sign of a zero could
+ * leak into the output. */
+static void spectral_blocks_bitwise_shift(void **state)
+{
+    (void)state;
+    eq_rng rng;
+
+    eq_rng_seed(&rng, 180);
+    for (size_t n = 2; n <= 4; n += 2) {
+        const size_t *sources = n == 2 ? cyclic2 : cyclic4;
+        const size_t block_channels = 3, batch = 2, size = 7;
+        eq_layer *c = conv(n * block_channels, 4, 1);
+        eq_tensor *x = eq_test_random_tensor(eq_shape_make(batch, n * block_channels, size, size), 181 + n);
+        eq_tensor *shifted = NULL;
+        eq_shape stacked = eq_shape_make(n * batch, n * block_channels, size, size);
+        eq_tensor *y = eq_test_output_for(c, stacked), *y_shifted = eq_test_output_for(c, stacked);
+        size_t plane = size * size, block = block_channels * plane, sample = n * block;
+        size_t out_sample = eq_shape_numel(y->shape) / y->shape.n;
+
+        eq_layer_init_he(c, &rng);
+        assert_int_equal(eq_tensor_create(x->shape, &shifted), EQ_OK);
+        for (size_t i = 0; i < batch; i++) {
+            float *xi = x->data + i * sample;
+            /* Channel 0 of every block is the same plane, the upper rows of
+             * every channel are zero and so is every fifth value. */
+            for (size_t b = 1; b < n; b++)
+                memcpy(xi + b * block, xi, plane * sizeof(float));
+            for (size_t ch = 0; ch < n * block_channels; ch++)
+                memset(xi + ch * plane, 0, 3 * size * sizeof(float));
+            for (size_t q = 0; q < sample; q += 5)
+                xi[q] = 0.0f;
+            for (size_t b = 0; b < n; b++)
+                memcpy(shifted->data + i * sample + b * block, xi + (b + 1) % n * block, block * sizeof(float));
+        }
+
+        assert_int_equal(eq_conv2d_forward_blocks(c, n, sources, x, y), EQ_OK);
+        assert_int_equal(eq_conv2d_forward_blocks(c, n, sources, shifted, y_shifted), EQ_OK);
+        for (size_t i = 0; i < batch; i++)
+            for (size_t g = 0; g < n; g++)
+                assert_memory_equal(y_shifted->data + (i * n + g) * out_sample,
+                                    y->data + (i * n + (g + 1) % n) * out_sample, out_sample * sizeof(float));
+
+        eq_tensor_destroy(x);
+        eq_tensor_destroy(shifted);
+        eq_tensor_destroy(y);
+        eq_tensor_destroy(y_shifted);
+        eq_layer_destroy(c);
+    }
 }
 
 static void core_blocks_reject_bad_input(void **state)
@@ -920,6 +1028,8 @@ int main(void)
         cmocka_unit_test(fused_path_only_where_exact),
         cmocka_unit_test(backward_follows_forward_path),
         cmocka_unit_test(core_blocks_match_copies),
+        cmocka_unit_test(spectral_blocks_match_copies),
+        cmocka_unit_test(spectral_blocks_bitwise_shift),
         cmocka_unit_test(core_blocks_reject_bad_input),
         cmocka_unit_test(sequential_from_rejects_bad_input),
         cmocka_unit_test(fused_results_independent_of_threads),

@@ -62,6 +62,7 @@ static eq_status conv2d_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *
     conv->blocks_forward = 0;
     conv->branches = 1;
     conv->sources = single_source;
+    conv->spectral = 0;
     eq_status status = eq_conv2d_plan_chunks(conv, x->shape, y->shape);
     if (status != EQ_OK)
         return status;

@@ -109,6 +109,8 @@ void eq_conv2d_release_scratch(eq_conv2d *conv)
     conv->pack_count = 0;
     eq_free(conv->weight_rows);
     conv->weight_rows = NULL;
+    eq_free(conv->dspectral);
+    conv->dspectral = NULL;
 
     eq_free(conv->dweight_parts);
     eq_free(conv->dbias_parts);
@@ -150,8 +152,11 @@ eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out)
         || !eq_size_mul(out_count, conv->branches, &out_count))
         return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: chunk buffers for %zu columns overflow size_t", columns);
 
-    /* A single-image chunk writes y and reads dy in place. */
-    if (conv->images_per_chunk == 1)
+    /* A single-image chunk of the block path writes y and reads dy in
+     * place; the spectral path always works in the buffer. */
+    if (conv->spectral && !eq_size_mul(conv->ld, eq_conv2d_spectral_out_rows(conv), &out_count))
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: chunk buffers for %zu columns overflow size_t", columns);
+    else if (!conv->spectral && conv->images_per_chunk == 1)
         out_count = 1;
     if (2 * conv->branches > conv->pack_count) {
         eq_gemm_packed *grown = realloc(conv->packs, 2 * conv->branches * sizeof *grown);
@@ -162,6 +167,19 @@ eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out)
         conv->pack_count = 2 * conv->branches;
     }
     return reserve_scratch(conv, (size_t)eq_get_num_threads(), cols_count, out_count);
+}
+
+double eq_conv2d_plane_sum(const float *plane, size_t count)
+{
+    double lanes[8] = { 0.0 };
+    size_t p = 0;
+
+    for (; p + 8 <= count; p += 8)
+        for (size_t l = 0; l < 8; l++)
+            lanes[l] += plane[p + l];
+    for (size_t l = 0; p < count; p++, l++)
+        lanes[l] += plane[p];
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
 size_t eq_conv2d_image_chunk_count(const eq_conv2d *conv)

@@ -32,6 +32,7 @@ typedef struct eq_conv2d {
     size_t branches;         /* output samples per image: 1, or the branches of a multi-branch call */
     const size_t *sources;   /* branches * branches block sources, owned by the caller or static */
     int blocks_forward;      /* the last forward was a multi-branch call */
+    int spectral;            /* the call runs in the Fourier basis of a cyclic source table (conv2d_spectral.c) */
     eq_conv_geom geom;
     size_t images_per_chunk; /* whole images per chunk, 1 when tiled */
     size_t tile;             /* output positions per image in a chunk */
@@ -45,10 +46,12 @@ typedef struct eq_conv2d {
 
     /* Weight block b packed for the forward (packs[b]), and the weights
      * that map the output gradient to block c of the column gradient
-     * (packs[branches + c]), built in weight_rows (OC * K floats). */
+     * (packs[branches + c]), built in weight_rows (OC * K floats). On the
+     * spectral path, weight_rows holds the spectral weights instead. */
     eq_gemm_packed *packs;
     size_t pack_count;
     float *weight_rows;
+    float *dspectral;        /* OC * K: the spectral weight gradient of one backward call */
 
     /* Weight and bias gradients of single image chunks, added to dweight
      * and dbias in image order after each round of chunks. */
@@ -104,6 +107,41 @@ void eq_conv2d_store_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, siz
  * part of dy into out (OC, columns). */
 void eq_conv2d_gather_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, size_t g, const float *dy,
                             float *out);
+
+/* Returns the sum of a plane of `count` floats in double, in 8 lanes of
+ * positions p mod 8 added in a fixed order, so the compiler can vectorise
+ * it without changing the result. */
+double eq_conv2d_plane_sum(const float *plane, size_t count);
+
+/* The spectral path (conv2d_spectral.c). */
+
+/* Returns 1 if the spectral path computes a multi-branch call with this
+ * source table: 2 or 4 branches with sources[g * n + b] = (b + g) mod n,
+ * and the path not turned off by eq_conv2d_set_spectral. */
+int eq_conv2d_spectral_applies(size_t branches, const size_t *sources);
+
+/* Rows (of conv->ld floats) of the chunk output buffer that the spectral
+ * path needs. */
+size_t eq_conv2d_spectral_out_rows(const eq_conv2d *conv);
+
+/* Computes the spectral weights from conv->weight and packs them for the
+ * forward (backward = 0), or packs their transposes for the input gradient
+ * (backward = 1, after a spectral forward).
+ * Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
+eq_status eq_conv2d_spectral_pack(eq_conv2d *conv, int backward);
+
+/* Writes every branch of the chunk's output into y. */
+void eq_conv2d_spectral_forward_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scratch,
+                                      const eq_conv2d_chunk *ch, float *y);
+
+/* Runs one tile of an image chunk backward: sets (first_tile) or adds the
+ * spectral weight gradient dspec (OC * K floats) and the bias gradient db
+ * (OC), and when dx is not NULL adds the tile's input gradient into dx. */
+void eq_conv2d_spectral_backward_tile(const eq_conv2d *conv, eq_conv2d_scratch *scratch, const eq_conv2d_chunk *ch,
+                                      int first_tile, const float *dy, float *dx, float *dspec, double *db);
+
+/* dweight += the weight gradient that the spectral gradient dspec maps to. */
+void eq_conv2d_spectral_add_gradient(eq_conv2d *conv, const float *dspec);
 
 /* Runs the planned forward over x = conv->x into y (N * branches, OC, OH,
  * OW), parallel over chunks.

@@ -72,7 +72,10 @@ static void forward_items(void *ctx, size_t slot, size_t begin, size_t end)
 
     for (size_t item = begin; item < end; item++) {
         eq_conv2d_chunk ch = eq_conv2d_chunk_at(run->conv, item / tiles, item % tiles);
-        forward_chunk(run->conv, &run->conv->scratch[slot], &ch, run->y);
+        if (run->conv->spectral)
+            eq_conv2d_spectral_forward_chunk(run->conv, &run->conv->scratch[slot], &ch, run->y);
+        else
+            forward_chunk(run->conv, &run->conv->scratch[slot], &ch, run->y);
     }
 }
 
@@ -128,29 +131,13 @@ eq_status eq_conv2d_run_forward(eq_conv2d *conv, float *y)
     run_ctx run = { .conv = conv, .y = y };
     size_t items = eq_conv2d_image_chunk_count(conv) * eq_conv2d_tile_count(conv);
 
-    eq_status status = pack_forward_weights(conv);
+    eq_status status = conv->spectral ? eq_conv2d_spectral_pack(conv, 0) : pack_forward_weights(conv);
     if (status != EQ_OK)
         return status;
 
     /* One item runs on the caller, whose GEMMs then use every thread. */
     eq_parallel_for_slots(items, 1, conv->scratch_count, forward_items, &run);
     return EQ_OK;
-}
-
-/* Returns the sum of a plane of `count` floats in double, in 8 lanes of
- * positions p mod 8 added in a fixed order, so the compiler can vectorise
- * it without changing the result. */
-static double plane_sum(const float *plane, size_t count)
-{
-    double lanes[8] = { 0.0 };
-    size_t p = 0;
-
-    for (; p + 8 <= count; p += 8)
-        for (size_t l = 0; l < 8; l++)
-            lanes[l] += plane[p + l];
-    for (size_t l = 0; p < count; p++, l++)
-        lanes[l] += plane[p];
-    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
 /* db[oc] = dy summed over the chunk's samples (every branch) and positions. */
@@ -163,7 +150,7 @@ static void bias_part(const eq_conv2d *conv, const eq_conv2d_chunk *ch, const fl
         db[oc] = 0.0;
     for (size_t sample = first; sample < last; sample++)
         for (size_t oc = 0; oc < conv->oc; oc++)
-            db[oc] += plane_sum(dy + (sample * conv->oc + oc) * positions, positions);
+            db[oc] += eq_conv2d_plane_sum(dy + (sample * conv->oc + oc) * positions, positions);
 }
 
 /* db[oc] = the gathered dy of a multi-image chunk, out (branches, OC,
@@ -177,7 +164,7 @@ static void bias_part_gathered(const eq_conv2d *conv, const eq_conv2d_chunk *ch,
         db[oc] = 0.0;
         for (size_t g = 0; g < conv->branches; g++)
             for (size_t i = 0; i < ch->count; i++)
-                db[oc] += plane_sum(out + (g * conv->oc + oc) * conv->ld + i * width, width);
+                db[oc] += eq_conv2d_plane_sum(out + (g * conv->oc + oc) * conv->ld + i * width, width);
     }
 }
 
@@ -242,27 +229,52 @@ static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scrat
     }
 }
 
+/* The spectral twin of backward_image_chunk (see conv2d_spectral.c). */
+static void spectral_backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scratch, size_t j,
+                                          const float *dy, float *dx, float *dspec, double *db)
+{
+    const size_t image_size = conv->geom.c * conv->geom.h * conv->geom.w;
+    const size_t tiles = eq_conv2d_tile_count(conv);
+    eq_conv2d_chunk first = eq_conv2d_chunk_at(conv, j, 0);
+
+    if (dx)
+        memset(dx + first.n0 * image_size, 0, first.count * image_size * sizeof(float));
+    for (size_t t = 0; t < tiles; t++) {
+        eq_conv2d_chunk ch = eq_conv2d_chunk_at(conv, j, t);
+        eq_conv2d_spectral_backward_tile(conv, scratch, &ch, t == 0, dy, dx, dspec, db);
+    }
+}
+
 static void backward_items(void *ctx, size_t slot, size_t begin, size_t end)
 {
     const run_ctx *run = ctx;
     const eq_conv2d *conv = run->conv;
 
-    for (size_t part = begin; part < end; part++)
+    for (size_t part = begin; part < end; part++) {
+        if (conv->spectral) {
+            spectral_backward_image_chunk(conv, &conv->scratch[slot], run->first + part, run->dy, run->dx,
+                                          conv->dweight_parts + part * conv->oc * conv->k,
+                                          conv->dbias_parts + part * conv->oc);
+            continue;
+        }
         backward_image_chunk(conv, &conv->scratch[slot], run->first + part, run->dy, run->dx,
                              conv->dweight_parts + part * conv->oc * conv->k, conv->dbias_parts + part * conv->oc);
+    }
 }
 
-/* dweight[e] += parts in image order, for e in [begin, end). */
+/* sum[e] += parts in image order, for e in [begin, end), where sum is
+ * dweight, or the spectral gradient on the spectral path. */
 static void reduce_weight_parts(void *ctx, size_t begin, size_t end)
 {
     const run_ctx *run = ctx;
     const eq_conv2d *conv = run->conv;
     const size_t count = conv->oc * conv->k;
+    float *sum = conv->spectral ? conv->dspectral : conv->dweight;
 
     for (size_t part = 0; part < run->parts; part++) {
         const float *src = conv->dweight_parts + part * count;
         for (size_t e = begin; e < end; e++)
-            conv->dweight[e] += src[e];
+            sum[e] += src[e];
     }
 }
 
@@ -289,6 +301,21 @@ static eq_status reserve_parts(eq_conv2d *conv, size_t parts)
     return EQ_OK;
 }
 
+/* Allocates the spectral gradient sum once and sets it to zero. */
+static eq_status reserve_spectral_gradient(eq_conv2d *conv)
+{
+    const size_t count = conv->oc * conv->k;
+
+    if (!conv->dspectral) {
+        conv->dspectral = eq_alloc_floats(count);
+        if (!conv->dspectral)
+            return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: cannot allocate %zu floats for the spectral gradient",
+                            count);
+    }
+    memset(conv->dspectral, 0, count * sizeof(float));
+    return EQ_OK;
+}
+
 eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx)
 {
     const size_t chunks = eq_conv2d_image_chunk_count(conv);
@@ -304,8 +331,10 @@ eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx)
     if (round > budget_parts)
         round = budget_parts > 0 ? budget_parts : 1;
     eq_status status = reserve_parts(conv, round);
+    if (status == EQ_OK && conv->spectral)
+        status = reserve_spectral_gradient(conv);
     if (status == EQ_OK && dx)
-        status = pack_input_gradient_weights(conv);
+        status = conv->spectral ? eq_conv2d_spectral_pack(conv, 1) : pack_input_gradient_weights(conv);
     if (status != EQ_OK)
         return status;
 
@@ -327,6 +356,8 @@ eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx)
                 db_total[oc] += conv->dbias_parts[part * conv->oc + oc];
     }
 
+    if (conv->spectral)
+        eq_conv2d_spectral_add_gradient(conv, conv->dspectral);
     for (size_t oc = 0; oc < conv->oc; oc++)
         conv->dbias[oc] += (float)db_total[oc];
     return EQ_OK;
