@@ -12,7 +12,7 @@
 
 #include "equivar.h"
 #include "equivar/equivarify.h"
-#include "core/conv2d_chunks.h"
+#include "core/blocks.h"
 #include "core/conv2d_impl.h"
 #include "core/dense_impl.h"
 #include "core/sequential_impl.h"
@@ -787,16 +787,37 @@ static void spectral_blocks_match_copies(void **state)
         for (size_t o = 0; o < bias.count; o++)
             bias.value[o] = 0.1f * (float)o - 0.2f;
 
-        eq_conv2d_set_spectral(sc->spectral);
-        assert_int_equal(eq_conv2d_spectral_applies(sc->n, sc->sources), sc->spectral && sc->sources != klein4);
+        eq_blocks_set_spectral(sc->spectral);
+        assert_int_equal(eq_block_sources_spectral(sc->n, sc->sources), sc->spectral && sc->sources != klein4);
         assert_blocks_match_copies(c, eq_conv2d_forward_blocks, eq_conv2d_backward_blocks, sc->n, sc->sources, x,
                                    sc->label);
-        eq_conv2d_set_spectral(1);
+        eq_blocks_set_spectral(1);
 
         eq_tensor_destroy(x);
         eq_layer_destroy(c);
     }
-    assert_int_equal(eq_conv2d_spectral_applies(3, odd_sources), 0);
+    assert_int_equal(eq_block_sources_spectral(3, odd_sources), 0);
+
+    /* Dense layers read the blocks as features: 4 blocks of 2 channels of
+     * 3 x 3, and 2 blocks of 5 features. */
+    for (size_t spectral = 0; spectral <= 1; spectral++) {
+        eq_layer *d = dense(4 * 2 * 3 * 3, 6);
+        eq_tensor *x = eq_test_random_tensor(eq_shape_make(5, 4 * 2, 3, 3), 176);
+        eq_layer_init_he(d, &rng);
+        eq_blocks_set_spectral((int)spectral);
+        assert_blocks_match_copies(d, eq_dense_forward_blocks, eq_dense_backward_blocks, 4, cyclic4, x,
+                                   spectral ? "dense, 4 cyclic branches, spectral" : "dense, 4 cyclic branches");
+        eq_blocks_set_spectral(1);
+        eq_tensor_destroy(x);
+        eq_layer_destroy(d);
+    }
+    eq_layer *d = dense(2 * 5, 3);
+    eq_tensor *x = eq_test_random_tensor(eq_shape_make(4, 2 * 5, 1, 1), 177);
+    eq_layer_init_he(d, &rng);
+    assert_blocks_match_copies(d, eq_dense_forward_blocks, eq_dense_backward_blocks, 2, cyclic2, x,
+                               "dense, 2 cyclic branches, spectral");
+    eq_tensor_destroy(x);
+    eq_layer_destroy(d);
 }
 
 /* Shifting the input blocks by one, x_c -> x_(c+1), shifts the branches of
@@ -843,11 +864,25 @@ static void spectral_blocks_bitwise_shift(void **state)
                 assert_memory_equal(y_shifted->data + (i * n + g) * out_sample,
                                     y->data + (i * n + (g + 1) % n) * out_sample, out_sample * sizeof(float));
 
+        /* The same input through a dense layer, with every bias zero. */
+        eq_layer *d = dense(sample, 5);
+        eq_tensor *z = eq_test_output_for(d, stacked), *z_shifted = eq_test_output_for(d, stacked);
+        eq_layer_init_he(d, &rng);
+        assert_int_equal(eq_dense_forward_blocks(d, n, sources, x, z), EQ_OK);
+        assert_int_equal(eq_dense_forward_blocks(d, n, sources, shifted, z_shifted), EQ_OK);
+        for (size_t i = 0; i < batch; i++)
+            for (size_t g = 0; g < n; g++)
+                assert_memory_equal(z_shifted->data + (i * n + g) * 5, z->data + (i * n + (g + 1) % n) * 5,
+                                    5 * sizeof(float));
+
         eq_tensor_destroy(x);
         eq_tensor_destroy(shifted);
         eq_tensor_destroy(y);
         eq_tensor_destroy(y_shifted);
+        eq_tensor_destroy(z);
+        eq_tensor_destroy(z_shifted);
         eq_layer_destroy(c);
+        eq_layer_destroy(d);
     }
 }
 

@@ -1,4 +1,5 @@
-/* Validation of the block source tables of the multi-branch layer calls. */
+/* Validation of the block source tables of the multi-branch layer calls,
+ * and the choice between the block and the spectral path. */
 #include "core/blocks.h"
 
 #include <stdlib.h>
@@ -41,4 +42,24 @@ eq_status eq_block_sources_check(const char *who, size_t branches, const size_t 
     if (seen != stack_flags)
         free(seen);
     return status;
+}
+
+/* The spectral path is on unless a test or benchmark turns it off. It is
+ * read without a lock, so switching during a multi-branch call is not supported. */
+static int spectral_enabled = 1;
+
+void eq_blocks_set_spectral(int enabled)
+{
+    spectral_enabled = enabled != 0;
+}
+
+int eq_block_sources_spectral(size_t branches, const size_t *sources)
+{
+    if (!spectral_enabled || (branches != 2 && branches != 4))
+        return 0;
+    for (size_t g = 0; g < branches; g++)
+        for (size_t b = 0; b < branches; b++)
+            if (sources[g * branches + b] != (b + g) % branches)
+                return 0;
+    return 1;
 }

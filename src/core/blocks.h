@@ -19,4 +19,15 @@
  * entry. */
 eq_status eq_block_sources_check(const char *who, size_t branches, const size_t *sources);
 
+/* Returns 1 if the multi-branch calls run this source table in the Fourier
+ * basis of the branch index (conv2d_spectral.c, dense_spectral.c): 2 or 4
+ * branches with sources[g * n + b] = (b + g) mod n, and the spectral path
+ * not turned off by eq_blocks_set_spectral. */
+int eq_block_sources_spectral(size_t branches, const size_t *sources);
+
+/* Turns the spectral path off (enabled == 0) or back on, for tests and
+ * benchmarks that compare it with the block path. Not safe while a
+ * multi-branch call runs. */
+void eq_blocks_set_spectral(int enabled);
+
 #endif

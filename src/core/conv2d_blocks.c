@@ -43,7 +43,7 @@ eq_status eq_conv2d_forward_blocks(eq_layer *layer, size_t branches, const size_
     conv->blocks_forward = 0;
     conv->branches = branches;
     conv->sources = sources;
-    conv->spectral = eq_conv2d_spectral_applies(branches, sources);
+    conv->spectral = eq_block_sources_spectral(branches, sources);
     eq_shape per_image = expected;
     per_image.n = x->shape.n;
     status = eq_conv2d_plan_chunks(conv, x->shape, per_image);

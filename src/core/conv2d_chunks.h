@@ -115,11 +115,6 @@ double eq_conv2d_plane_sum(const float *plane, size_t count);
 
 /* The spectral path (conv2d_spectral.c). */
 
-/* Returns 1 if the spectral path computes a multi-branch call with this
- * source table: 2 or 4 branches with sources[g * n + b] = (b + g) mod n,
- * and the path not turned off by eq_conv2d_set_spectral. */
-int eq_conv2d_spectral_applies(size_t branches, const size_t *sources);
-
 /* Rows (of conv->ld floats) of the chunk output buffer that the spectral
  * path needs. */
 size_t eq_conv2d_spectral_out_rows(const eq_conv2d *conv);

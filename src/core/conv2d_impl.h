@@ -35,9 +35,4 @@ eq_status eq_conv2d_forward_blocks(eq_layer *layer, size_t branches, const size_
  * multi-branch forward before). */
 eq_status eq_conv2d_backward_blocks(eq_layer *layer, const eq_tensor *dy, eq_tensor *dx);
 
-/* Turns the spectral path of cyclic source tables (conv2d_spectral.c) off
- * (enabled == 0) or back on, for tests and benchmarks that compare it with
- * the block path. Not safe while a conv2d call runs. */
-void eq_conv2d_set_spectral(int enabled);
-
 #endif

@@ -6,6 +6,7 @@
 
 #include "core/blocks.h"
 #include "core/dense_impl.h"
+#include "core/dense_spectral.h"
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/layer_impl.h"
@@ -25,6 +26,8 @@ typedef struct dense {
     size_t branches;
     const size_t *sources;   /* branches * branches block sources, owned by the caller */
     int blocks_forward;      /* the last forward was a multi-branch call */
+    int spectral;            /* ... and ran in the Fourier basis of a cyclic table */
+    eq_dense_spectral spectral_state;
 } dense;
 
 static size_t dense_describe(const eq_layer *layer, char *buf, size_t size)
@@ -149,6 +152,7 @@ static void dense_destroy(eq_layer *layer)
     eq_free(d->dweight);
     eq_free(d->bias);
     eq_free(d->dbias);
+    eq_dense_spectral_release(&d->spectral_state);
     free(d);
 }
 
@@ -239,6 +243,13 @@ eq_status eq_dense_forward_blocks(eq_layer *layer, size_t branches, const size_t
     d->x_shape = x->shape;
     d->branches = branches;
     d->sources = sources;
+    d->spectral = eq_block_sources_spectral(branches, sources);
+    if (d->spectral) {
+        status = eq_dense_spectral_forward(&d->spectral_state, branches, d->out, d->in, n, d->weight, d->bias,
+                                           x->data, y->data);
+        d->blocks_forward = status == EQ_OK;
+        return status;
+    }
 
     /* y_g (N, OUT), rows i * branches + g of y, = sum over b ascending of
      * x[:, block sources[g * branches + b]] (N, IN / branches) * W[:, block b]^T.
@@ -288,6 +299,12 @@ eq_status eq_dense_backward_blocks(eq_layer *layer, const eq_tensor *dy, eq_tens
 
     const size_t in_block = d->in / branches, ld_dy = branches * d->out;
     const size_t *sources = d->sources;
+
+    if (d->spectral) {
+        bias_gradient(d, dy->data, n * branches);
+        return eq_dense_spectral_backward(&d->spectral_state, branches, d->out, d->in, n, dy->data, d->dweight,
+                                          dx ? dx->data : NULL);
+    }
 
     /* dW[:, block b] (OUT, IN / branches) += dy_g^T (OUT, N) * x[:, block sources[g * branches + b]]. */
     for (size_t g = 0; g < branches; g++) {
