@@ -1011,15 +1011,13 @@ static void assert_runs_bitwise_equal(const run_result *run, const run_result *r
  * thread count, so outputs and gradients are bitwise equal for any count.
  * The 320-channel layer's GEMMs are large enough to run on several
  * threads. */
-static void fused_results_independent_of_threads(void **state)
+/* Runs a three-layer network and a wide conv of `group` on 1, 2 and 3
+ * threads and checks that every result has the same bits. */
+static void assert_fused_independent_of_threads(const eq_group *group)
 {
-    (void)state;
-    eq_group *d4;
     int saved = eq_get_num_threads();
-
-    assert_int_equal(eq_group_d4(&d4), EQ_OK);
-    eq_layer *net = three_layer_network(d4, 180);
-    eq_layer *wide = regular(conv(4 * 80, 4, 1), d4, 181);
+    eq_layer *net = three_layer_network(group, 180);
+    eq_layer *wide = regular(conv(4 * 80, 4, 1), group, 181);
     eq_tensor *x = eq_test_random_tensor(eq_shape_make(3, 1, 9, 9), 182);
     eq_tensor *wide_x = eq_test_random_tensor(eq_shape_make(1, 4 * 80, 28, 28), 183);
     run_result net_reference, wide_reference;
@@ -1046,7 +1044,20 @@ static void fused_results_independent_of_threads(void **state)
     eq_tensor_destroy(wide_x);
     eq_layer_destroy(net);
     eq_layer_destroy(wide);
+}
+
+/* D4 runs the block path, C4 the spectral one. */
+static void fused_results_independent_of_threads(void **state)
+{
+    (void)state;
+    eq_group *d4, *c4;
+
+    assert_int_equal(eq_group_d4(&d4), EQ_OK);
+    assert_int_equal(eq_group_c4(&c4), EQ_OK);
+    assert_fused_independent_of_threads(d4);
+    assert_fused_independent_of_threads(c4);
     eq_group_destroy(d4);
+    eq_group_destroy(c4);
 }
 
 int main(void)
