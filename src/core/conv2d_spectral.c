@@ -162,15 +162,14 @@ void eq_conv2d_spectral_backward_tile(const eq_conv2d *conv, eq_conv2d_scratch *
 
     /* dU0 = du0 x^0^T and dU1 = du1 x^1^T (dU2 = du2 x^2^T for n = 4), each
      * (OC, KB). For n = 4, [dA; dB] (2 OC, KB) = [dP; dQ] a^T + [dQ; -dP] b^T. */
-    eq_dot_term terms[2];
-    terms[0] = (eq_dot_term){ out, ld, cols, ld };
-    eq_dot_nt(oc, kb, columns, terms, 1, !first_tile, dspec, kb);
-    terms[0] = (eq_dot_term){ out + oc * ld, ld, cols + block, ld };
-    eq_dot_nt(oc, kb, columns, terms, 1, !first_tile, dspec + spec_block, kb);
+    const float beta = first_tile ? 0.0f : 1.0f;
+    eq_gemm(0, 1, oc, kb, columns, 1.0f, out, ld, cols, ld, beta, dspec, kb);
+    eq_gemm(0, 1, oc, kb, columns, 1.0f, out + oc * ld, ld, cols + block, ld, beta, dspec + spec_block, kb);
     if (n == 4) {
-        terms[0] = (eq_dot_term){ out + 2 * oc * ld, ld, cols + 2 * block, ld };
-        terms[1] = (eq_dot_term){ out + 3 * oc * ld, ld, cols + 3 * block, ld };
-        eq_dot_nt(2 * oc, kb, columns, terms, 2, !first_tile, dspec + 2 * spec_block, kb);
+        eq_gemm(0, 1, 2 * oc, kb, columns, 1.0f, out + 2 * oc * ld, ld, cols + 2 * block, ld, beta,
+                dspec + 2 * spec_block, kb);
+        eq_gemm(0, 1, 2 * oc, kb, columns, 1.0f, out + 3 * oc * ld, ld, cols + 3 * block, ld, 1.0f,
+                dspec + 2 * spec_block, kb);
     }
     if (!dx)
         return;
