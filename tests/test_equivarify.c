@@ -787,6 +787,7 @@ static void generic_path_independent_of_threads(void **state)
     assert_int_equal(eq_group_c4(&c4), EQ_OK);
     eq_layer *lift = equivarified(conv_relu(1, 2), c4, EQ_ACTION_PIXELS);
     eq_layer *regular = equivarified(conv_relu(4 * 2, 2), c4, EQ_ACTION_BLOCKS);
+    assert_int_equal(eq_equivarify_set_fused(lift, 0), EQ_OK);
     assert_int_equal(eq_equivarify_set_fused(regular, 0), EQ_OK);
     eq_layer *layers[2] = { lift, regular };
     eq_tensor *inputs[2] = { eq_test_random_tensor(eq_shape_make(16, 1, 28, 28), 821),

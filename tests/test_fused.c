@@ -428,7 +428,7 @@ static void fused_network_bitwise_equivariant(void **state)
         eq_layer *net = three_layer_network(group, 100 + gi);
         eq_tensor *x = eq_test_random_tensor(eq_shape_make(3, 1, 9, 9), 102 + gi);
         assert_bitwise_equivariant(net, group, EQ_ACTION_PIXELS, x, "three-layer network");
-        assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 0)), 0);
+        assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 0)), 1);
         assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 1)), 1);
         assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 2)), 1);
         eq_tensor_destroy(x);
@@ -548,6 +548,73 @@ static void fused_default_follows_environment(void **state)
 }
 
 /* Only a regular input and an h that starts with conv2d or dense fuse. */
+/* h = conv(in_channels -> out_channels, 3x3, pad 1), relu, maxpool 2 */
+static eq_layer *conv_relu_pool(size_t in_channels, size_t out_channels)
+{
+    eq_layer *seq = conv_relu(in_channels, out_channels), *layer;
+
+    eq_test_append(seq, eq_maxpool_create(2, 2, &layer), &layer);
+    return seq;
+}
+
+/* The gathered path multiplies the same rows in the same order as the
+ * generic path's plain conv on the transformed copies, so its outputs are
+ * the same bits. Its gradients add the branches in another order. */
+static void gathered_matches_generic_bitwise(void **state)
+{
+    (void)state;
+    eq_group *c4, *d4;
+
+    assert_int_equal(eq_group_c4(&c4), EQ_OK);
+    assert_int_equal(eq_group_d4(&d4), EQ_OK);
+    struct {
+        eq_group *group;
+        eq_action action;
+        int aligned;
+        size_t channels, out_channels, size, batch; /* input (batch, channels, size, size) */
+        const char *label;
+    } cases[] = {
+        { c4, EQ_ACTION_PIXELS, 0, 1, 3, 9, 3, "C4 lift" },
+        { c4, EQ_ACTION_PIXELS, 1, 2, 3, 8, 2, "C4 aligned on pixels" },
+        { c4, EQ_ACTION_BLOCKS_PIXELS, 1, 4 * 3, 2, 8, 2, "C4 aligned on blocks and pixels" },
+        { d4, EQ_ACTION_BLOCKS_PIXELS, 1, 8 * 2, 3, 6, 2, "D4 aligned on blocks and pixels" },
+        { c4, EQ_ACTION_BLOCKS, 1, 4 * 2, 3, 6, 2, "C4 aligned on blocks" },
+        /* 64 channels of 32 x 32 are cut into position tiles. */
+        { c4, EQ_ACTION_BLOCKS_PIXELS, 1, 4 * 16, 2, 32, 1, "C4 aligned, tiled" },
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        eq_layer *f = NULL;
+        eq_layer *h = conv_relu_pool(cases[i].channels, cases[i].out_channels);
+        eq_rng rng;
+
+        if (cases[i].aligned)
+            assert_int_equal(eq_equivarify_aligned(h, cases[i].group, cases[i].action, &f), EQ_OK);
+        else
+            assert_int_equal(eq_equivarify(h, cases[i].group, cases[i].action, &f), EQ_OK);
+        eq_rng_seed(&rng, 190 + i);
+        eq_layer_init_he(f, &rng);
+        eq_tensor *x = eq_test_random_tensor(
+            eq_shape_make(cases[i].batch, cases[i].channels, cases[i].size, cases[i].size), 200 + i);
+
+        run_result gathered = run_path(f, 1, x, 210 + i);
+        run_result generic = run_path(f, 0, x, 210 + i);
+        if (memcmp(gathered.y, generic.y, generic.y_count * sizeof(float)) != 0)
+            fail_msg("%s: the gathered output differs from the generic one", cases[i].label);
+        assert_close(cases[i].label, "input gradient", gathered.dx, generic.dx, generic.x_count);
+        for (size_t p = 0; p < generic.param_count; p++)
+            assert_close(cases[i].label, "parameter gradient", gathered.grads[p], generic.grads[p],
+                         generic.grad_counts[p]);
+
+        run_result_free(&gathered);
+        run_result_free(&generic);
+        eq_tensor_destroy(x);
+        eq_layer_destroy(f);
+    }
+    eq_group_destroy(c4);
+    eq_group_destroy(d4);
+}
+
 static void fused_path_only_where_exact(void **state)
 {
     (void)state;
@@ -558,22 +625,34 @@ static void fused_path_only_where_exact(void **state)
     eq_tensor *image = eq_test_random_tensor(eq_shape_make(1, 4, 5, 5), 130);
     eq_tensor *y = NULL;
 
-    /* Pixel input action: generic. */
+    /* Pixel input action: the gathered path. */
     assert_int_equal(eq_equivarify(conv(4, 2, 1), c4, EQ_ACTION_PIXELS, &f), EQ_OK);
     assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
     y = eq_test_output_for(f, image->shape);
     assert_int_equal(eq_layer_forward(f, image, y), EQ_OK);
-    assert_int_equal(eq_equivarify_used_fused(f), 0);
+    assert_int_equal(eq_equivarify_used_fused(f), 1);
     eq_tensor_destroy(y);
     eq_layer_destroy(f);
 
-    /* The aligned variant on blocks: generic. */
+    /* The aligned variant on blocks: the gathered path. */
     assert_int_equal(eq_equivarify_aligned(conv(4, 2, 1), c4, EQ_ACTION_BLOCKS, &f), EQ_OK);
     assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
     y = eq_test_output_for(f, image->shape);
     assert_int_equal(eq_layer_forward(f, image, y), EQ_OK);
+    assert_int_equal(eq_equivarify_used_fused(f), 1);
+    eq_tensor_destroy(y);
+    eq_layer_destroy(f);
+
+    /* Stride 2 on a 6 x 6 image puts the windows off centre, so a quarter
+     * turn does not map them onto each other: generic. */
+    eq_tensor *even = eq_test_random_tensor(eq_shape_make(1, 4, 6, 6), 133);
+    assert_int_equal(eq_equivarify(conv(4, 2, 2), c4, EQ_ACTION_PIXELS, &f), EQ_OK);
+    assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
+    y = eq_test_output_for(f, even->shape);
+    assert_int_equal(eq_layer_forward(f, even, y), EQ_OK);
     assert_int_equal(eq_equivarify_used_fused(f), 0);
     eq_tensor_destroy(y);
+    eq_tensor_destroy(even);
     eq_layer_destroy(f);
 
     /* h that starts with relu: generic. */
@@ -914,6 +993,26 @@ static void core_blocks_reject_bad_input(void **state)
     assert_int_equal(eq_conv2d_forward_blocks(c, 2, NULL, x, y), EQ_ERR_INVALID_ARGUMENT);
     assert_int_equal(eq_dense_forward_blocks(d, 2, repeated, x, y), EQ_ERR_INVALID_ARGUMENT);
 
+    /* Gathered tables: 2 branches of K = 36 rows and 4 positions. */
+    size_t rows[2 * 36], positions[2 * 4];
+    for (size_t q = 0; q < 2 * 36; q++)
+        rows[q] = q % 36;
+    for (size_t q = 0; q < 2 * 4; q++)
+        positions[q] = q % 4;
+    assert_int_equal(eq_conv2d_forward_gathered(c, 2, rows, positions, x, y), EQ_OK);
+    assert_int_equal(eq_conv2d_backward_blocks(c, y, NULL), EQ_OK);
+    rows[36 + 5] = 4;
+    assert_int_equal(eq_conv2d_forward_gathered(c, 2, rows, positions, x, y), EQ_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(eq_last_error(), "row table row 1 is not a permutation of 0..35: entry 5 is 4"));
+    rows[36 + 5] = 5;
+    positions[0] = 4;
+    assert_int_equal(eq_conv2d_forward_gathered(c, 2, rows, positions, x, y), EQ_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(eq_last_error(), "position table row 0 is not a permutation of 0..3: entry 0 is 4"));
+    assert_int_equal(eq_conv2d_forward_gathered(c, 2, NULL, positions, x, y), EQ_ERR_INVALID_ARGUMENT);
+    assert_int_equal(eq_conv2d_forward_gathered(c, 0, rows, positions, x, y), EQ_ERR_INVALID_ARGUMENT);
+    assert_int_equal(eq_conv2d_forward_gathered(relu, 2, rows, positions, x, y), EQ_ERR_INVALID_ARGUMENT);
+    assert_int_equal(eq_conv2d_forward_gathered(c, 2, rows, positions, x, wrong), EQ_ERR_SHAPE);
+
     /* Layer kinds and shapes. */
     assert_int_equal(eq_conv2d_forward_blocks(relu, 2, identity, x, y), EQ_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(eq_last_error(), "layer is relu, expected a conv2d"));
@@ -1018,32 +1117,49 @@ static void assert_fused_independent_of_threads(const eq_group *group)
     int saved = eq_get_num_threads();
     eq_layer *net = three_layer_network(group, 180);
     eq_layer *wide = regular(conv(4 * 80, 4, 1), group, 181);
+    eq_layer *aligned = NULL;
     eq_tensor *x = eq_test_random_tensor(eq_shape_make(3, 1, 9, 9), 182);
     eq_tensor *wide_x = eq_test_random_tensor(eq_shape_make(1, 4 * 80, 28, 28), 183);
-    run_result net_reference, wide_reference;
+    eq_tensor *aligned_x = eq_test_random_tensor(eq_shape_make(2, eq_group_order(group) * 8, 20, 20), 186);
+    run_result net_reference, wide_reference, aligned_reference;
+    eq_rng rng;
+
+    /* An aligned layer on blocks and pixels takes the gathered path. */
+    assert_int_equal(eq_equivarify_aligned(conv_relu(eq_group_order(group) * 8, 6), group, EQ_ACTION_BLOCKS_PIXELS,
+                                           &aligned),
+                     EQ_OK);
+    eq_rng_seed(&rng, 187);
+    eq_layer_init_he(aligned, &rng);
 
     for (int threads = 1; threads <= 3; threads++) {
         assert_int_equal(eq_set_num_threads(threads), EQ_OK);
         run_result net_run = run_layer(net, x, 184);
         run_result wide_run = run_path(wide, 1, wide_x, 185);
+        run_result aligned_run = run_path(aligned, 1, aligned_x, 188);
         if (threads == 1) {
             net_reference = net_run;
             wide_reference = wide_run;
+            aligned_reference = aligned_run;
             continue;
         }
         assert_runs_bitwise_equal(&net_run, &net_reference, threads, "three-layer network");
         assert_runs_bitwise_equal(&wide_run, &wide_reference, threads, "conv 320->4");
+        assert_runs_bitwise_equal(&aligned_run, &aligned_reference, threads, "aligned conv");
         run_result_free(&net_run);
         run_result_free(&wide_run);
+        run_result_free(&aligned_run);
     }
 
     assert_int_equal(eq_set_num_threads(saved), EQ_OK);
     run_result_free(&net_reference);
     run_result_free(&wide_reference);
+    run_result_free(&aligned_reference);
     eq_tensor_destroy(x);
     eq_tensor_destroy(wide_x);
+    eq_tensor_destroy(aligned_x);
     eq_layer_destroy(net);
     eq_layer_destroy(wide);
+    eq_layer_destroy(aligned);
 }
 
 /* D4 runs the block path, C4 the spectral one. */
@@ -1071,6 +1187,7 @@ int main(void)
         cmocka_unit_test(fused_network_bitwise_equivariant),
         cmocka_unit_test(fused_stack_gradients),
         cmocka_unit_test(fused_linear_gradients),
+        cmocka_unit_test(gathered_matches_generic_bitwise),
         cmocka_unit_test(fused_path_only_where_exact),
         cmocka_unit_test(backward_follows_forward_path),
         cmocka_unit_test(core_blocks_match_copies),

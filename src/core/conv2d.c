@@ -63,6 +63,8 @@ static eq_status conv2d_forward(eq_layer *layer, const eq_tensor *x, eq_tensor *
     conv->branches = 1;
     conv->sources = single_source;
     conv->spectral = 0;
+    conv->rows = NULL;
+    conv->positions = NULL;
     eq_status status = eq_conv2d_plan_chunks(conv, x->shape, y->shape);
     if (status != EQ_OK)
         return status;
@@ -180,6 +182,16 @@ eq_status eq_conv2d_create(size_t in_channels, size_t out_channels,
     }
     *out = &conv->base;
     return EQ_OK;
+}
+
+void eq_conv2d_geometry(const eq_layer *layer, size_t *kh, size_t *kw, size_t *stride, size_t *pad)
+{
+    const eq_conv2d *conv = (const eq_conv2d *)layer;
+
+    *kh = conv->kh;
+    *kw = conv->kw;
+    *stride = conv->stride;
+    *pad = conv->pad;
 }
 
 int eq_conv2d_is(const eq_layer *layer)

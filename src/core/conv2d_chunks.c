@@ -45,16 +45,18 @@ static eq_status reserve(float **buf, size_t count, const char *buffer_name)
     return EQ_OK;
 }
 
-/* Gives each of `slots` thread slots a cols buffer of cols_count floats and
- * an out buffer of out_count floats, reusing buffers that are big enough. */
-static eq_status reserve_scratch(eq_conv2d *conv, size_t slots, size_t cols_count, size_t out_count)
+/* Gives each of `slots` thread slots a cols buffer of cols_count floats, an
+ * out buffer of out_count floats and, when product_count > 0, a product
+ * buffer of that many floats, reusing buffers that are big enough. */
+static eq_status reserve_scratch(eq_conv2d *conv, size_t slots, size_t cols_count, size_t out_count,
+                                 size_t product_count)
 {
     if (slots > conv->scratch_count) {
         eq_conv2d_scratch *grown = realloc(conv->scratch, slots * sizeof *grown);
         if (!grown)
             return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: cannot allocate scratch for %zu threads", slots);
         for (size_t s = conv->scratch_count; s < slots; s++)
-            grown[s] = (eq_conv2d_scratch){ NULL, NULL, NULL };
+            grown[s] = (eq_conv2d_scratch){ NULL, NULL, NULL, NULL };
 
         /* New slots start empty, so every slot is sized again below. */
         conv->scratch = grown;
@@ -62,6 +64,7 @@ static eq_status reserve_scratch(eq_conv2d *conv, size_t slots, size_t cols_coun
         conv->cols_capacity = 0;
         conv->terms_capacity = 0;
         conv->out_capacity = 0;
+        conv->product_capacity = 0;
     }
 
     eq_status status = EQ_OK;
@@ -85,6 +88,11 @@ static eq_status reserve_scratch(eq_conv2d *conv, size_t slots, size_t cols_coun
             status = reserve(&conv->scratch[s].out, out_count, "chunk output");
         conv->out_capacity = status == EQ_OK ? out_count : 0;
     }
+    if (status == EQ_OK && product_count > conv->product_capacity) {
+        for (size_t s = 0; s < conv->scratch_count && status == EQ_OK; s++)
+            status = reserve(&conv->scratch[s].product, product_count, "weight product");
+        conv->product_capacity = status == EQ_OK ? product_count : 0;
+    }
     return status;
 }
 
@@ -94,6 +102,7 @@ void eq_conv2d_release_scratch(eq_conv2d *conv)
         eq_free(conv->scratch[s].cols);
         free(conv->scratch[s].terms);
         eq_free(conv->scratch[s].out);
+        eq_free(conv->scratch[s].product);
     }
     free(conv->scratch);
     conv->scratch = NULL;
@@ -101,6 +110,7 @@ void eq_conv2d_release_scratch(eq_conv2d *conv)
     conv->cols_capacity = 0;
     conv->terms_capacity = 0;
     conv->out_capacity = 0;
+    conv->product_capacity = 0;
 
     for (size_t i = 0; i < conv->pack_count; i++)
         eq_gemm_packed_release(&conv->packs[i]);
@@ -111,6 +121,8 @@ void eq_conv2d_release_scratch(eq_conv2d *conv)
     conv->weight_rows = NULL;
     eq_free(conv->dspectral);
     conv->dspectral = NULL;
+    eq_free(conv->gathered_weights);
+    conv->gathered_weights = NULL;
 
     eq_free(conv->dweight_parts);
     eq_free(conv->dbias_parts);
@@ -156,8 +168,14 @@ eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out)
      * place; the spectral path always works in the buffer. */
     if (conv->spectral && !eq_size_mul(conv->ld, eq_conv2d_spectral_out_rows(conv), &out_count))
         return eq_error(EQ_ERR_OUT_OF_MEMORY, "conv2d: chunk buffers for %zu columns overflow size_t", columns);
-    else if (!conv->spectral && conv->images_per_chunk == 1)
+    else if (!conv->spectral && !conv->rows && conv->images_per_chunk == 1)
         out_count = 1;
+
+    /* The gathered path keeps every branch's output gradient and one
+     * branch's weight gradient per slot. */
+    size_t product_count = 0;
+    if (conv->rows)
+        product_count = conv->oc * conv->k;
     if (2 * conv->branches > conv->pack_count) {
         eq_gemm_packed *grown = realloc(conv->packs, 2 * conv->branches * sizeof *grown);
         if (!grown)
@@ -166,7 +184,7 @@ eq_status eq_conv2d_plan_chunks(eq_conv2d *conv, eq_shape in, eq_shape out)
         conv->packs = grown;
         conv->pack_count = 2 * conv->branches;
     }
-    return reserve_scratch(conv, (size_t)eq_get_num_threads(), cols_count, out_count);
+    return reserve_scratch(conv, (size_t)eq_get_num_threads(), cols_count, out_count, product_count);
 }
 
 double eq_conv2d_plane_sum(const float *plane, size_t count)

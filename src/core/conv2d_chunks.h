@@ -17,6 +17,7 @@ typedef struct eq_conv2d_scratch {
     eq_dot_term *terms;  /* one per branch, for the weight gradient */
     float *out;          /* (branches, OC, chunk columns), rows conv->ld apart: GEMM output or gathered dy of a
                           * multi-image chunk */
+    float *product;      /* (OC, K): one branch's weight gradient on the gathered path, else NULL */
 } eq_conv2d_scratch;
 
 typedef struct eq_conv2d {
@@ -33,6 +34,8 @@ typedef struct eq_conv2d {
     const size_t *sources;   /* branches * branches block sources, owned by the caller or static */
     int blocks_forward;      /* the last forward was a multi-branch call */
     int spectral;            /* the call runs in the Fourier basis of a cyclic source table (conv2d_spectral.c) */
+    const size_t *rows;      /* branches * K column-matrix rows of the gathered path (conv2d_gathered.c), or NULL */
+    const size_t *positions; /* branches * OH * OW output positions of the gathered path */
     eq_conv_geom geom;
     size_t images_per_chunk; /* whole images per chunk, 1 when tiled */
     size_t tile;             /* output positions per image in a chunk */
@@ -43,15 +46,17 @@ typedef struct eq_conv2d {
     size_t cols_capacity;    /* floats of each slot's cols */
     size_t terms_capacity;   /* entries of each slot's terms */
     size_t out_capacity;     /* floats of each slot's out */
+    size_t product_capacity; /* floats of each slot's product */
 
     /* Weight block b packed for the forward (packs[b]), and the weights
      * that map the output gradient to block c of the column gradient
      * (packs[branches + c]), built in weight_rows (OC * K floats). On the
-     * spectral path, weight_rows holds the spectral weights instead. */
+     * spectral path, weight_rows contains the spectral weights instead. */
     eq_gemm_packed *packs;
     size_t pack_count;
     float *weight_rows;
     float *dspectral;        /* OC * K: the spectral weight gradient of one backward call */
+    float *gathered_weights; /* branches * OC * K: the weights in each branch's row order (gathered path) */
 
     /* Weight and bias gradients of single image chunks, added to dweight
      * and dbias in image order after each round of chunks. */
@@ -137,6 +142,23 @@ void eq_conv2d_spectral_backward_tile(const eq_conv2d *conv, eq_conv2d_scratch *
 
 /* dweight += the weight gradient that the spectral gradient dspec maps to. */
 void eq_conv2d_spectral_add_gradient(eq_conv2d *conv, const float *dspec);
+
+/* The gathered path (conv2d_gathered.c). */
+
+/* Packs the weights for the forward (backward = 0) or for the input
+ * gradient of every branch (backward = 1).
+ * Returns EQ_OK or EQ_ERR_OUT_OF_MEMORY. */
+eq_status eq_conv2d_gathered_pack(eq_conv2d *conv, int backward);
+
+/* Writes every branch of the chunk's output into y. */
+void eq_conv2d_gathered_forward_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scratch,
+                                      const eq_conv2d_chunk *ch, float *y);
+
+/* Runs one tile of an image chunk backward: sets (first_tile) or adds the
+ * weight gradient dw (OC * K) and the bias gradient db (OC), and when dx
+ * is not NULL adds the tile's input gradient into dx. */
+void eq_conv2d_gathered_backward_tile(const eq_conv2d *conv, eq_conv2d_scratch *scratch, const eq_conv2d_chunk *ch,
+                                      int first_tile, const float *dy, float *dx, float *dw, double *db);
 
 /* Runs the planned forward over x = conv->x into y (N * branches, OC, OH,
  * OW), parallel over chunks.

@@ -74,6 +74,8 @@ static void forward_items(void *ctx, size_t slot, size_t begin, size_t end)
         eq_conv2d_chunk ch = eq_conv2d_chunk_at(run->conv, item / tiles, item % tiles);
         if (run->conv->spectral)
             eq_conv2d_spectral_forward_chunk(run->conv, &run->conv->scratch[slot], &ch, run->y);
+        else if (run->conv->rows)
+            eq_conv2d_gathered_forward_chunk(run->conv, &run->conv->scratch[slot], &ch, run->y);
         else
             forward_chunk(run->conv, &run->conv->scratch[slot], &ch, run->y);
     }
@@ -131,7 +133,13 @@ eq_status eq_conv2d_run_forward(eq_conv2d *conv, float *y)
     run_ctx run = { .conv = conv, .y = y };
     size_t items = eq_conv2d_image_chunk_count(conv) * eq_conv2d_tile_count(conv);
 
-    eq_status status = conv->spectral ? eq_conv2d_spectral_pack(conv, 0) : pack_forward_weights(conv);
+    eq_status status;
+    if (conv->spectral)
+        status = eq_conv2d_spectral_pack(conv, 0);
+    else if (conv->rows)
+        status = eq_conv2d_gathered_pack(conv, 0);
+    else
+        status = pack_forward_weights(conv);
     if (status != EQ_OK)
         return status;
 
@@ -229,9 +237,11 @@ static void backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scrat
     }
 }
 
-/* The spectral twin of backward_image_chunk (see conv2d_spectral.c). */
-static void spectral_backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scratch, size_t j,
-                                          const float *dy, float *dx, float *dspec, double *db)
+/* The spectral and gathered twin of backward_image_chunk (see
+ * conv2d_spectral.c and conv2d_gathered.c): dw is the spectral gradient
+ * on the spectral path. */
+static void tiled_backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scratch *scratch, size_t j,
+                                       const float *dy, float *dx, float *dw, double *db)
 {
     const size_t image_size = conv->geom.c * conv->geom.h * conv->geom.w;
     const size_t tiles = eq_conv2d_tile_count(conv);
@@ -241,7 +251,10 @@ static void spectral_backward_image_chunk(const eq_conv2d *conv, eq_conv2d_scrat
         memset(dx + first.n0 * image_size, 0, first.count * image_size * sizeof(float));
     for (size_t t = 0; t < tiles; t++) {
         eq_conv2d_chunk ch = eq_conv2d_chunk_at(conv, j, t);
-        eq_conv2d_spectral_backward_tile(conv, scratch, &ch, t == 0, dy, dx, dspec, db);
+        if (conv->spectral)
+            eq_conv2d_spectral_backward_tile(conv, scratch, &ch, t == 0, dy, dx, dw, db);
+        else
+            eq_conv2d_gathered_backward_tile(conv, scratch, &ch, t == 0, dy, dx, dw, db);
     }
 }
 
@@ -251,10 +264,10 @@ static void backward_items(void *ctx, size_t slot, size_t begin, size_t end)
     const eq_conv2d *conv = run->conv;
 
     for (size_t part = begin; part < end; part++) {
-        if (conv->spectral) {
-            spectral_backward_image_chunk(conv, &conv->scratch[slot], run->first + part, run->dy, run->dx,
-                                          conv->dweight_parts + part * conv->oc * conv->k,
-                                          conv->dbias_parts + part * conv->oc);
+        if (conv->spectral || conv->rows) {
+            tiled_backward_image_chunk(conv, &conv->scratch[slot], run->first + part, run->dy, run->dx,
+                                       conv->dweight_parts + part * conv->oc * conv->k,
+                                       conv->dbias_parts + part * conv->oc);
             continue;
         }
         backward_image_chunk(conv, &conv->scratch[slot], run->first + part, run->dy, run->dx,
@@ -301,6 +314,16 @@ static eq_status reserve_parts(eq_conv2d *conv, size_t parts)
     return EQ_OK;
 }
 
+/* Packs the weights that map the output gradient to the column gradient. */
+static eq_status input_gradient_pack(eq_conv2d *conv)
+{
+    if (conv->spectral)
+        return eq_conv2d_spectral_pack(conv, 1);
+    if (conv->rows)
+        return eq_conv2d_gathered_pack(conv, 1);
+    return pack_input_gradient_weights(conv);
+}
+
 /* Allocates the spectral gradient sum once and sets it to zero. */
 static eq_status reserve_spectral_gradient(eq_conv2d *conv)
 {
@@ -334,7 +357,7 @@ eq_status eq_conv2d_run_backward(eq_conv2d *conv, const float *dy, float *dx)
     if (status == EQ_OK && conv->spectral)
         status = reserve_spectral_gradient(conv);
     if (status == EQ_OK && dx)
-        status = conv->spectral ? eq_conv2d_spectral_pack(conv, 1) : pack_input_gradient_weights(conv);
+        status = input_gradient_pack(conv);
     if (status != EQ_OK)
         return status;
 

@@ -54,6 +54,7 @@ typedef struct gemm_call {
     int fused;
     const eq_gemm_tile *tile;
     const eq_gemm_packed *packed; /* op(A) packed in advance, or NULL */
+    const size_t *b_rows;      /* row k of an untransposed B is row b_rows[k], or NULL */
     size_t kc;                 /* K block length, eq_gemm_k_block(k) */
     size_t m_tiles, n_tiles;   /* ceil(m / mr), ceil(n / nr) */
     size_t m_blocks, n_blocks; /* task grid: m_blocks x n_blocks tasks */
@@ -107,9 +108,9 @@ static void run_block_unpacked(const gemm_call *call, size_t i0, size_t i1, size
     const float *a = call->trans_a ? call->a + i0 : call->a + i0 * call->lda;
     const float *b = call->trans_b ? call->b + j0 * call->ldb : call->b + j0;
 
-    eq_gemm_unpacked(call->fused, call->trans_a, call->trans_b, i1 - i0, j1 - j0, call->k,
-                     call->alpha, a, call->lda, b, call->ldb, call->beta,
-                     call->c + i0 * call->ldc + j0, call->ldc);
+    eq_gemm_unpacked_rows(call->fused, call->trans_a, call->trans_b, i1 - i0, j1 - j0, call->k, call->alpha, a,
+                          call->lda, b, call->ldb, call->b_rows, call->beta, call->c + i0 * call->ldc + j0,
+                          call->ldc);
 }
 
 /* Computes the C block of row tiles [t0, t1) and column tiles [u0, u1).
@@ -137,7 +138,7 @@ static void run_block(const gemm_call *call, size_t t0, size_t t1, size_t u0, si
      * micro-kernel reads whole tile rows, which in place would run past the
      * last column of B (and past the end of B on its last row). */
     size_t packed_u0 = u0;
-    if (!call->trans_b) {
+    if (!call->trans_b && !call->b_rows) {
         size_t block_bytes = call->kc * (j_end - u0 * nr) * sizeof(float);
         int direct =
             (i_end - t0 * mr) <= EQ_GEMM_DIRECT_B_ROWS || block_bytes <= EQ_GEMM_DIRECT_B_BYTES;
@@ -162,7 +163,7 @@ static void run_block(const gemm_call *call, size_t t0, size_t t1, size_t u0, si
             }
         }
         if (packed_u0 < u1)
-            eq_gemm_pack_b(call->trans_b, call->b, call->ldb, k0, kc, packed_u0 * nr,
+            eq_gemm_pack_b(call->trans_b, call->b, call->ldb, call->b_rows, k0, kc, packed_u0 * nr,
                            j_end - packed_u0 * nr, nr, b_pack);
 
         for (size_t u = u0; u < u1; u++) {
@@ -339,8 +340,10 @@ eq_status eq_gemm_pack(eq_gemm_packed *packed, int trans_a, size_t m, size_t k, 
     return EQ_OK;
 }
 
-void eq_gemm_packed_run(const eq_gemm_packed *a, int trans_b, size_t n, float alpha, const float *b, size_t ldb,
-                        float beta, float *c, size_t ldc)
+/* Runs C = alpha * A * op(B) + beta * C for a packed A; b_rows as in
+ * eq_gemm_packed_run_rows, or NULL. */
+static void packed_run(const eq_gemm_packed *a, int trans_b, size_t n, float alpha, const float *b, size_t ldb,
+                       const size_t *b_rows, float beta, float *c, size_t ldc)
 {
     if (a->m == 0 || n == 0)
         return;
@@ -369,9 +372,22 @@ void eq_gemm_packed_run(const eq_gemm_packed *a, int trans_b, size_t n, float al
         .fused = kernel->fused,
         .tile = a->tile,
         .packed = a,
+        .b_rows = b_rows,
         .kc = a->kc,
     };
     run_call(&call);
+}
+
+void eq_gemm_packed_run(const eq_gemm_packed *a, int trans_b, size_t n, float alpha, const float *b, size_t ldb,
+                        float beta, float *c, size_t ldc)
+{
+    packed_run(a, trans_b, n, alpha, b, ldb, NULL, beta, c, ldc);
+}
+
+void eq_gemm_packed_run_rows(const eq_gemm_packed *a, size_t n, float alpha, const float *b, size_t ldb,
+                             const size_t *b_rows, float beta, float *c, size_t ldc)
+{
+    packed_run(a, 0, n, alpha, b, ldb, b_rows, beta, c, ldc);
 }
 
 void eq_gemm_packed_release(eq_gemm_packed *packed)

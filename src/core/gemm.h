@@ -54,6 +54,14 @@ eq_status eq_gemm_pack(eq_gemm_packed *packed, int trans_a, size_t m, size_t k, 
 void eq_gemm_packed_run(const eq_gemm_packed *a, int trans_b, size_t n, float alpha, const float *b, size_t ldb,
                         float beta, float *c, size_t ldc);
 
+/* eq_gemm_packed_run for an untransposed B whose row k is row b_rows[k] of
+ * b (rows ldb apart): C = alpha * A * B' + beta * C with B'[k] = b[b_rows[k]].
+ * Every element gets the bits of eq_gemm on the gathered matrix, so a
+ * product over a row permutation of a shared matrix equals the product
+ * over a permuted copy. */
+void eq_gemm_packed_run_rows(const eq_gemm_packed *a, size_t n, float alpha, const float *b, size_t ldb,
+                             const size_t *b_rows, float beta, float *c, size_t ldc);
+
 /* Frees the buffer of a pack and empties it. An empty pack is left as is. */
 void eq_gemm_packed_release(eq_gemm_packed *packed);
 

@@ -101,4 +101,10 @@ void eq_gemm_unpacked(int fused, int trans_a, int trans_b, size_t m, size_t n, s
                       float alpha, const float *a, size_t lda, const float *b, size_t ldb,
                       float beta, float *c, size_t ldc);
 
+/* eq_gemm_unpacked with row k of an untransposed B read from row
+ * b_rows[k] (b_rows NULL: row k). */
+void eq_gemm_unpacked_rows(int fused, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                           const float *a, size_t lda, const float *b, size_t ldb, const size_t *b_rows, float beta,
+                           float *c, size_t ldc);
+
 #endif

@@ -64,7 +64,7 @@ void eq_gemm_pack_a(int trans_a, const float *a, size_t lda, size_t i0, size_t r
     zero_columns(out, mr, kc, rows, mr);
 }
 
-void eq_gemm_pack_b(int trans_b, const float *b, size_t ldb, size_t k0, size_t kc, size_t j0,
+void eq_gemm_pack_b(int trans_b, const float *b, size_t ldb, const size_t *rows, size_t k0, size_t kc, size_t j0,
                     size_t cols, size_t nr, float *out)
 {
     size_t panels = (cols + nr - 1) / nr;
@@ -73,7 +73,7 @@ void eq_gemm_pack_b(int trans_b, const float *b, size_t ldb, size_t k0, size_t k
         /* Row by row across all panels: each row of B is read as one
          * sequential run, which the hardware prefetchers stream well. */
         for (size_t p = 0; p < kc; p++) {
-            const float *src = b + (k0 + p) * ldb + j0;
+            const float *src = b + (rows ? rows[k0 + p] : k0 + p) * ldb + j0;
             for (size_t q = 0; q < panels; q++) {
                 size_t width = cols - q * nr < nr ? cols - q * nr : nr;
                 memcpy(out + q * kc * nr + p * nr, src + q * nr, width * sizeof *out);

@@ -13,8 +13,9 @@ void eq_gemm_pack_a(int trans_a, const float *a, size_t lda, size_t i0, size_t r
 /* Packs columns [j0, j0 + cols) of op(B), K range [k0, k0 + kc), as
  * consecutive micro-panels of kc x nr floats: panel q at out + q * kc * nr
  * contains out[q * kc * nr + p * nr + j] = op(B)[k0 + p][j0 + q * nr + j],
- * columns past j0 + cols zero. */
-void eq_gemm_pack_b(int trans_b, const float *b, size_t ldb, size_t k0, size_t kc, size_t j0,
+ * columns past j0 + cols zero. With rows (untransposed B only), row k of
+ * op(B) is row rows[k] of B. */
+void eq_gemm_pack_b(int trans_b, const float *b, size_t ldb, const size_t *rows, size_t k0, size_t kc, size_t j0,
                     size_t cols, size_t nr, float *out);
 
 #endif

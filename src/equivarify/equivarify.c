@@ -197,13 +197,35 @@ static size_t items_per_task(size_t floats)
     return floats >= STACK_GRAIN_FLOATS ? 1 : STACK_GRAIN_FLOATS / floats;
 }
 
-/* The fused path needs the regular action, because its source table is
- * the block permutation, and a plain output, because the aligned variant's
- * turned filters would need another tap order per branch. */
+/* The block path (and its spectral form) needs the regular action, because
+ * its source table is the block permutation, and a plain output. */
 static int takes_fused_path(equivarify_layer *layer)
 {
     return layer->fused_enabled && !layer->aligned && layer->input_action == EQ_ACTION_BLOCKS
            && eq_fused_first_layer(layer->h) != NULL;
+}
+
+/* The gathered path covers the other actions and the aligned variant when
+ * h starts with a conv2d whose windows the pixel action maps onto each
+ * other (see eq_fused_gathered_prepare). */
+static int takes_gathered_path(equivarify_layer *layer, eq_shape in)
+{
+    return layer->fused_enabled && eq_fused_gathered_prepare(&layer->fused, layer->h, layer->group,
+                                                              layer->input_action, in);
+}
+
+/* Turns every output block g back by g^-1 on its pixels: the last step of
+ * the aligned variant's forward. */
+static eq_status finish_aligned(equivarify_layer *layer, eq_tensor *y, eq_shape h_out)
+{
+    eq_status status = eq_action_maps_prepare(&layer->out_maps, layer_name(layer), layer->group, EQ_ACTION_PIXELS,
+                                              h_out);
+    if (status == EQ_OK)
+        status = reserve(layer, &layer->scratch, &layer->scratch_capacity, eq_shape_numel(h_out) / h_out.n);
+    if (status != EQ_OK)
+        return status;
+    turn_blocks_back(layer, y);
+    return EQ_OK;
 }
 
 static eq_status equivarify_forward(eq_layer *base, const eq_tensor *x, eq_tensor *y)
@@ -216,6 +238,14 @@ static eq_status equivarify_forward(eq_layer *base, const eq_tensor *x, eq_tenso
     if (takes_fused_path(layer)) {
         eq_tensor h_out = branch_view(layer, y->shape, y->data);
         return eq_fused_forward(&layer->fused, layer_name(layer), layer->h, layer->group, x, &h_out);
+    }
+    if (takes_gathered_path(layer, x->shape)) {
+        eq_tensor h_out = branch_view(layer, y->shape, y->data);
+        eq_status status = eq_fused_gathered_forward(&layer->fused, layer_name(layer), layer->h, layer->group, x,
+                                                     &h_out);
+        if (status != EQ_OK || !layer->aligned)
+            return status;
+        return finish_aligned(layer, y, h_out.shape);
     }
 
     eq_status status = stacked_input_shape(layer, x->shape, &stacked);
@@ -236,15 +266,7 @@ static eq_status equivarify_forward(eq_layer *base, const eq_tensor *x, eq_tenso
     status = eq_layer_forward(layer->h, &layer->stacked, &h_out);
     if (status != EQ_OK || !layer->aligned)
         return status;
-
-    status = eq_action_maps_prepare(&layer->out_maps, layer_name(layer), layer->group, EQ_ACTION_PIXELS,
-                                    h_out.shape);
-    if (status == EQ_OK)
-        status = reserve(layer, &layer->scratch, &layer->scratch_capacity, eq_shape_numel(h_out.shape) / h_out.shape.n);
-    if (status != EQ_OK)
-        return status;
-    turn_blocks_back(layer, y);
-    return EQ_OK;
+    return finish_aligned(layer, y, h_out.shape);
 }
 
 static eq_status equivarify_backward(eq_layer *base, const eq_tensor *dy, eq_tensor *dx)
@@ -254,7 +276,7 @@ static eq_status equivarify_backward(eq_layer *base, const eq_tensor *dy, eq_ten
     eq_tensor dh_out = branch_view(layer, dy->shape, dy->data);
     eq_status status;
 
-    if (layer->fused.active)
+    if (layer->fused.active && !layer->aligned)
         return eq_fused_backward(&layer->fused, layer_name(layer), layer->h, &dh_out, dx);
 
     /* Aligned: h's output gradient is the adjoint of g^-1 applied to dy_g. */
@@ -270,6 +292,8 @@ static eq_status equivarify_backward(eq_layer *base, const eq_tensor *dy, eq_ten
                                             dy->data + (i * n + g) * block, layer->dh_out.data + (i * n + g) * block);
         dh_out.data = layer->dh_out.data;
     }
+    if (layer->fused.active)
+        return eq_fused_backward(&layer->fused, layer_name(layer), layer->h, &dh_out, dx);
 
     eq_tensor *dstacked = NULL;
     if (dx) {

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/layer_impl.h"
 #include "core/sequential_impl.h"
+#include "equivarify/group_impl.h"
 
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static int fused_default = 1;
@@ -105,19 +106,14 @@ static eq_status build_sources(eq_fused *fused, const char *who, const eq_group 
     return EQ_OK;
 }
 
-eq_status eq_fused_forward(eq_fused *fused, const char *who, eq_layer *h, const eq_group *group,
-                           const eq_tensor *x, eq_tensor *h_out)
+/* Runs h's first layer on x for every branch, with the multi-branch call
+ * of the block path (sources) or of the gathered path (rows), and then the
+ * rest of h on its stacked output. */
+static eq_status forward_first_and_rest(eq_fused *fused, const char *who, eq_layer *h, size_t n, const eq_tensor *x,
+                                        eq_tensor *h_out, int gathered)
 {
     eq_layer *first = eq_fused_first_layer(h);
-    size_t n = eq_group_order(group);
-
-    fused->active = 0;
-    if (!first)
-        return eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: h is %s, which the fused path cannot compute", who,
-                        eq_layer_kind(h));
-    eq_status status = build_sources(fused, who, group);
-    if (status != EQ_OK)
-        return status;
+    eq_status status;
 
     /* h's own cache now describes neither path; the fused state replaces it. */
     h->has_forward = 0;
@@ -137,7 +133,9 @@ eq_status eq_fused_forward(eq_fused *fused, const char *who, eq_layer *h, const 
         target = &fused->first_out;
     }
 
-    if (eq_conv2d_is(first))
+    if (gathered)
+        status = eq_conv2d_forward_gathered(first, n, fused->rows, fused->positions, x, target);
+    else if (eq_conv2d_is(first))
         status = eq_conv2d_forward_blocks(first, n, fused->sources, x, target);
     else
         status = eq_dense_forward_blocks(first, n, fused->sources, x, target);
@@ -145,6 +143,130 @@ eq_status eq_fused_forward(eq_fused *fused, const char *who, eq_layer *h, const 
         status = eq_sequential_forward_from(h, rest, target, h_out);
     fused->active = status == EQ_OK;
     return status;
+}
+
+eq_status eq_fused_forward(eq_fused *fused, const char *who, eq_layer *h, const eq_group *group,
+                           const eq_tensor *x, eq_tensor *h_out)
+{
+    eq_layer *first = eq_fused_first_layer(h);
+
+    fused->active = 0;
+    if (!first)
+        return eq_error(EQ_ERR_INVALID_ARGUMENT, "%s: h is %s, which the fused path cannot compute", who,
+                        eq_layer_kind(h));
+    eq_status status = build_sources(fused, who, group);
+    if (status != EQ_OK)
+        return status;
+    return forward_first_and_rest(fused, who, h, eq_group_order(group), x, h_out, 0);
+}
+
+/* Fills src (size * size entries) with element g's pixel permutation, or
+ * returns 0 if the group has none for that size. */
+static int pixel_map(const eq_group *group, size_t g, size_t size, size_t *src)
+{
+    return eq_group_pixel_permutation(group, g, size, src) == EQ_OK;
+}
+
+/* Builds the gathered maps for one element g into rows (K entries) and
+ * positions (OH * OW entries), with work space for three pixel maps.
+ * Returns 0 if the conv's windows do not map onto each other. */
+static int build_branch_maps(const eq_group *group, eq_action action, size_t g, eq_shape in, size_t kernel,
+                             size_t stride, size_t pad, size_t out_size, size_t *rows, size_t *positions,
+                             size_t *image_map, size_t *kernel_map, size_t *out_map)
+{
+    const size_t n = eq_group_order(group), size = in.h, taps = kernel * kernel, plane = out_size * out_size;
+    const int pixels = action != EQ_ACTION_BLOCKS;
+
+    for (size_t q = 0; q < taps; q++)
+        kernel_map[q] = q;
+    for (size_t q = 0; q < plane; q++)
+        out_map[q] = q;
+    if (pixels && (!pixel_map(group, g, size, image_map) || !pixel_map(group, g, kernel, kernel_map)
+                   || !pixel_map(group, g, out_size, out_map)))
+        return 0;
+
+    /* Window p of g . x, tap t, must read the pixel of x that window
+     * out_map[p], tap kernel_map[t] reads, or both must read padding. */
+    for (size_t p = 0; pixels && p < plane; p++) {
+        for (size_t t = 0; t < taps; t++) {
+            size_t p2 = out_map[p], t2 = kernel_map[t];
+            long r1 = (long)((p / out_size) * stride + t / kernel) - (long)pad;
+            long c1 = (long)((p % out_size) * stride + t % kernel) - (long)pad;
+            long r2 = (long)((p2 / out_size) * stride + t2 / kernel) - (long)pad;
+            long c2 = (long)((p2 % out_size) * stride + t2 % kernel) - (long)pad;
+            int inside1 = r1 >= 0 && c1 >= 0 && r1 < (long)size && c1 < (long)size;
+            int inside2 = r2 >= 0 && c2 >= 0 && r2 < (long)size && c2 < (long)size;
+            if (inside1 != inside2)
+                return 0;
+            if (inside1 && image_map[(size_t)r1 * size + (size_t)c1] != (size_t)r2 * size + (size_t)c2)
+                return 0;
+        }
+    }
+
+    /* Row (c, t) of branch g reads channel c of g . x, which is channel c
+     * of x (pixels) or of block b * g of x (blocks), at tap kernel_map[t]. */
+    const size_t channels = in.c, block = action == EQ_ACTION_PIXELS ? channels : channels / n;
+    for (size_t c = 0; c < channels; c++) {
+        size_t source = c;
+        if (action != EQ_ACTION_PIXELS)
+            source = eq_group_mul(group, c / block, g) * block + c % block;
+        for (size_t t = 0; t < taps; t++)
+            rows[c * taps + t] = source * taps + kernel_map[t];
+    }
+    for (size_t p = 0; p < plane; p++)
+        positions[out_map[p]] = p;
+    return 1;
+}
+
+int eq_fused_gathered_prepare(eq_fused *fused, eq_layer *h, const eq_group *group, eq_action action, eq_shape in)
+{
+    eq_layer *first = eq_fused_first_layer(h);
+    size_t kh, kw, stride, pad;
+    eq_shape out;
+
+    /* The maps depend on one sample's shape, not on the batch size. */
+    in.n = 1;
+    if (fused->gathered_shape.n != 0 && eq_shape_equal(fused->gathered_shape, in))
+        return fused->gathered_ok;
+    if (!first || !eq_conv2d_is(first) || eq_layer_output_shape(first, in, &out) != EQ_OK)
+        return 0;
+    eq_conv2d_geometry(first, &kh, &kw, &stride, &pad);
+    if (in.h != in.w || kh != kw || out.h != out.w)
+        return 0;
+
+    const size_t n = eq_group_order(group), k = in.c * kh * kw, plane = out.h * out.w;
+    size_t *rows = malloc(n * k * sizeof *rows);
+    size_t *positions = malloc(n * plane * sizeof *positions);
+    size_t *work = malloc((in.h * in.w + kh * kw + plane) * sizeof *work);
+    int ok = rows && positions && work;
+    for (size_t g = 0; ok && g < n; g++)
+        ok = build_branch_maps(group, action, g, in, kh, stride, pad, out.h, rows + g * k, positions + g * plane,
+                               work, work + in.h * in.w, work + in.h * in.w + kh * kw);
+    free(work);
+
+    free(fused->rows);
+    free(fused->positions);
+    fused->rows = ok ? rows : NULL;
+    fused->positions = ok ? positions : NULL;
+    if (!ok) {
+        free(rows);
+        free(positions);
+    }
+    fused->gathered_shape = in;
+    fused->gathered_ok = ok;
+    return ok;
+}
+
+eq_status eq_fused_gathered_forward(eq_fused *fused, const char *who, eq_layer *h, const eq_group *group,
+                                    const eq_tensor *x, eq_tensor *h_out)
+{
+    eq_shape sample = x->shape;
+    sample.n = 1;
+    fused->active = 0;
+    if (!fused->gathered_ok || !eq_shape_equal(fused->gathered_shape, sample))
+        return eq_error(EQ_ERR_STATE, "%s: no gathered maps for input %zux%zux%zu", who, x->shape.c, x->shape.h,
+                        x->shape.w);
+    return forward_first_and_rest(fused, who, h, eq_group_order(group), x, h_out, 1);
 }
 
 eq_status eq_fused_backward(eq_fused *fused, const char *who, eq_layer *h, const eq_tensor *dh_out,
@@ -178,6 +300,8 @@ eq_status eq_fused_backward(eq_fused *fused, const char *who, eq_layer *h, const
 void eq_fused_release(eq_fused *fused)
 {
     free(fused->sources);
+    free(fused->rows);
+    free(fused->positions);
     eq_free(fused->first_out.data);
     eq_free(fused->dfirst_out.data);
     memset(fused, 0, sizeof *fused);
