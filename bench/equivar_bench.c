@@ -750,7 +750,7 @@ static double step_training(void *ctx)
 typedef struct layer_result {
     int threads;
     size_t layer;      /* 1-based */
-    const char *part;  /* "F spectral", "F blocks", "F generic" (F on that path) or "h" (h alone) */
+    const char *part;  /* "F spectral", "F blocks", "F gathered", "F generic" (F on that path) or "h" (h alone) */
     const char *pass;  /* "forward" or "backward" */
     size_t batch;      /* F's batch; h alone runs on GROUP_ORDER times as many */
     double flops;      /* per step, of the direct products (n * n blocks for a fused layer) */
@@ -854,8 +854,8 @@ static int measure_layer(const options *opt, results *r, const network_info *inf
     int alone = variant == VARIANT_H;
     eq_rng rng;
 
-    /* The C4 source table of a fused layer is cyclic, so the fused path is
-     * spectral unless switched off here. */
+    /* The C4 source table of a fused layer on blocks is cyclic, so its
+     * fused path is spectral unless switched off here. */
     eq_blocks_set_spectral(variant != VARIANT_F_BLOCKS);
     eq_rng_seed(&rng, SEED + l);
     eq_layer *layer = build_variant(&info->spec->layers[l], group, variant, &rng);
@@ -867,10 +867,18 @@ static int measure_layer(const options *opt, results *r, const network_info *inf
     layer_run run = layer_run_create(layer, in, li->input_grad, &rng);
     layer_result *lr = &r->layers[r->layer_n++];
     double flops = (pass == 0 ? li->flops.forward : li->flops.backward) * (double)opt->layer_batch;
-    int spectral = fused && variant == VARIANT_F;
+    int blocks = info->spec->layers[l].action == EQ_ACTION_BLOCKS;
+    int spectral = fused && blocks && variant == VARIANT_F;
+    const char *part = "h";
+    if (!alone && !fused)
+        part = "F generic";
+    else if (!alone && !blocks)
+        part = "F gathered";
+    else if (!alone)
+        part = spectral ? "F spectral" : "F blocks";
     *lr = (layer_result){ threads,
                           l + 1,
-                          alone ? "h" : !fused ? "F generic" : spectral ? "F spectral" : "F blocks",
+                          part,
                           passes[pass],
                           opt->layer_batch,
                           flops,
@@ -902,7 +910,8 @@ static void run_layer_benchmarks(const options *opt, results *r, const network_i
                 /* The block and the generic path run only where the default
                  * took the fused one. */
                 if (measure_layer(opt, r, info, group, l, VARIANT_F, pass, threads)) {
-                    measure_layer(opt, r, info, group, l, VARIANT_F_BLOCKS, pass, threads);
+                    if (info->spec->layers[l].action == EQ_ACTION_BLOCKS)
+                        measure_layer(opt, r, info, group, l, VARIANT_F_BLOCKS, pass, threads);
                     measure_layer(opt, r, info, group, l, VARIANT_F_GENERIC, pass, threads);
                 }
                 measure_layer(opt, r, info, group, l, VARIANT_H, pass, threads);
