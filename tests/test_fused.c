@@ -428,7 +428,7 @@ static void fused_network_bitwise_equivariant(void **state)
         eq_layer *net = three_layer_network(group, 100 + gi);
         eq_tensor *x = eq_test_random_tensor(eq_shape_make(3, 1, 9, 9), 102 + gi);
         assert_bitwise_equivariant(net, group, EQ_ACTION_PIXELS, x, "three-layer network");
-        assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 0)), 1);
+        assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 0)), 0);
         assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 1)), 1);
         assert_int_equal(eq_equivarify_used_fused(eq_sequential_get(net, 2)), 1);
         eq_tensor_destroy(x);
@@ -574,7 +574,7 @@ static void gathered_matches_generic_bitwise(void **state)
         size_t channels, out_channels, size, batch; /* input (batch, channels, size, size) */
         const char *label;
     } cases[] = {
-        { c4, EQ_ACTION_PIXELS, 0, 1, 3, 9, 3, "C4 lift" },
+        { c4, EQ_ACTION_PIXELS, 0, 1, 2, 9, 3, "C4 lift" },
         { c4, EQ_ACTION_PIXELS, 1, 2, 3, 8, 2, "C4 aligned on pixels" },
         { c4, EQ_ACTION_BLOCKS_PIXELS, 1, 4 * 3, 2, 8, 2, "C4 aligned on blocks and pixels" },
         { d4, EQ_ACTION_BLOCKS_PIXELS, 1, 8 * 2, 3, 6, 2, "D4 aligned on blocks and pixels" },
@@ -641,6 +641,17 @@ static void fused_path_only_where_exact(void **state)
     assert_int_equal(eq_layer_forward(f, image, y), EQ_OK);
     assert_int_equal(eq_equivarify_used_fused(f), 1);
     eq_tensor_destroy(y);
+    eq_layer_destroy(f);
+
+    /* A lifting conv 1 -> 3 has K = 9 < 4 * OC rows: generic. */
+    eq_tensor *gray = eq_test_random_tensor(eq_shape_make(1, 1, 5, 5), 134);
+    assert_int_equal(eq_equivarify(conv(1, 3, 1), c4, EQ_ACTION_PIXELS, &f), EQ_OK);
+    assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
+    y = eq_test_output_for(f, gray->shape);
+    assert_int_equal(eq_layer_forward(f, gray, y), EQ_OK);
+    assert_int_equal(eq_equivarify_used_fused(f), 0);
+    eq_tensor_destroy(y);
+    eq_tensor_destroy(gray);
     eq_layer_destroy(f);
 
     /* Stride 2 on a 6 x 6 image puts the windows off centre, so a quarter
@@ -849,6 +860,8 @@ static void spectral_blocks_match_copies(void **state)
         { 2, cyclic2, 6, 5, 5, 3, 1, "conv2d, 2 cyclic branches, spectral" },
         { 4, cyclic4, 8, 5, 6, 3, 1, "conv2d, 4 cyclic branches, spectral" },
         { 4, cyclic4, 64, 7, 32, 2, 1, "conv2d, 4 cyclic branches, spectral, tiled" },
+        { 4, cyclic4, 8, 32, 6, 3, 1, "conv2d, 4 cyclic branches, spectral, 32 outputs" },
+        { 2, cyclic2, 4, 40, 6, 2, 1, "conv2d, 2 cyclic branches, spectral, 40 outputs" },
         { 4, cyclic4, 8, 5, 6, 3, 0, "conv2d, 4 cyclic branches, block path" },
         { 4, klein4, 8, 5, 6, 3, 1, "conv2d, 4 branches of the Klein table" },
     };

@@ -11,6 +11,14 @@
 #include "core/error.h"
 #include "core/spectral.h"
 
+/* From GEMM_GRADIENT_MIN_OC output channels on, the weight gradient runs
+ * as a packed GEMM, which keeps its sums in registers across a tile.
+ * Below, it runs on the row-product kernel, which needs no packing. On the AMD EPYC
+ * of docs/BENCHMARKS.md the GEMM made the C4 backward of conv 320->32 7%
+ * faster, and the row products made the small network's training (conv
+ * 32->16) 3-5% faster. */
+#define GEMM_GRADIENT_MIN_OC 32
+
 size_t eq_conv2d_spectral_out_rows(const eq_conv2d *conv)
 {
     /* Forward for n = 4: u0, u2 (OC rows each), then [A a; B a] and
@@ -162,14 +170,27 @@ void eq_conv2d_spectral_backward_tile(const eq_conv2d *conv, eq_conv2d_scratch *
 
     /* dU0 = du0 x^0^T and dU1 = du1 x^1^T (dU2 = du2 x^2^T for n = 4), each
      * (OC, KB). For n = 4, [dA; dB] (2 OC, KB) = [dP; dQ] a^T + [dQ; -dP] b^T. */
-    const float beta = first_tile ? 0.0f : 1.0f;
-    eq_gemm(0, 1, oc, kb, columns, 1.0f, out, ld, cols, ld, beta, dspec, kb);
-    eq_gemm(0, 1, oc, kb, columns, 1.0f, out + oc * ld, ld, cols + block, ld, beta, dspec + spec_block, kb);
-    if (n == 4) {
-        eq_gemm(0, 1, 2 * oc, kb, columns, 1.0f, out + 2 * oc * ld, ld, cols + 2 * block, ld, beta,
-                dspec + 2 * spec_block, kb);
-        eq_gemm(0, 1, 2 * oc, kb, columns, 1.0f, out + 3 * oc * ld, ld, cols + 3 * block, ld, 1.0f,
-                dspec + 2 * spec_block, kb);
+    if (oc >= GEMM_GRADIENT_MIN_OC) {
+        const float beta = first_tile ? 0.0f : 1.0f;
+        eq_gemm(0, 1, oc, kb, columns, 1.0f, out, ld, cols, ld, beta, dspec, kb);
+        eq_gemm(0, 1, oc, kb, columns, 1.0f, out + oc * ld, ld, cols + block, ld, beta, dspec + spec_block, kb);
+        if (n == 4) {
+            eq_gemm(0, 1, 2 * oc, kb, columns, 1.0f, out + 2 * oc * ld, ld, cols + 2 * block, ld, beta,
+                    dspec + 2 * spec_block, kb);
+            eq_gemm(0, 1, 2 * oc, kb, columns, 1.0f, out + 3 * oc * ld, ld, cols + 3 * block, ld, 1.0f,
+                    dspec + 2 * spec_block, kb);
+        }
+    } else {
+        eq_dot_term terms[2];
+        terms[0] = (eq_dot_term){ out, ld, cols, ld };
+        eq_dot_nt(oc, kb, columns, terms, 1, !first_tile, dspec, kb);
+        terms[0] = (eq_dot_term){ out + oc * ld, ld, cols + block, ld };
+        eq_dot_nt(oc, kb, columns, terms, 1, !first_tile, dspec + spec_block, kb);
+        if (n == 4) {
+            terms[0] = (eq_dot_term){ out + 2 * oc * ld, ld, cols + 2 * block, ld };
+            terms[1] = (eq_dot_term){ out + 3 * oc * ld, ld, cols + 3 * block, ld };
+            eq_dot_nt(2 * oc, kb, columns, terms, 2, !first_tile, dspec + 2 * spec_block, kb);
+        }
     }
     if (!dx)
         return;

@@ -13,6 +13,9 @@
 #include "core/sequential_impl.h"
 #include "equivarify/group_impl.h"
 
+/* The gathered path needs K >= GATHER_MIN_RATIO * OC (eq_fused_gathered_prepare). */
+#define GATHER_MIN_RATIO 4
+
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static int fused_default = 1;
 
@@ -233,6 +236,17 @@ int eq_fused_gathered_prepare(eq_fused *fused, eq_layer *h, const eq_group *grou
     eq_conv2d_geometry(first, &kh, &kw, &stride, &pad);
     if (in.h != in.w || kh != kw || out.h != out.w)
         return 0;
+
+    /* Per branch, the gathered path saves lowering K rows of columns and
+     * instead moves OC rows of output to their positions, so it only pays
+     * when K is well above OC. On the AMD EPYC of docs/BENCHMARKS.md it was
+     * 17% faster on an aligned conv 320->80 (K = 2880), and a lifting conv
+     * 1->80 (K = 9) was 1.8 times slower than the generic path. */
+    if (in.c * kh * kw < GATHER_MIN_RATIO * out.c) {
+        fused->gathered_shape = in;
+        fused->gathered_ok = 0;
+        return 0;
+    }
 
     const size_t n = eq_group_order(group), k = in.c * kh * kw, plane = out.h * out.w;
     size_t *rows = malloc(n * k * sizeof *rows);
