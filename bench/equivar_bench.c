@@ -45,7 +45,8 @@ typedef struct options {
     int threads;          /* the "all threads" count */
     const char *json_path;
     const char *network;  /* "small", "reference" or "all" */
-    int iterations;       /* timed iterations after one warm-up */
+    int iterations;       /* timed iterations after one warm-up, at least */
+    double min_seconds;   /* more timed iterations until they add up to this, up to MAX_ITERATIONS */
     double max_seconds;   /* time limit per measurement */
     size_t layer_batch;   /* batch of the per-layer measurements */
 } options;
@@ -54,12 +55,14 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: equivar_bench [--quick] [--threads N] [--json FILE] [--network small|reference|all]\n"
-            "                     [--iterations N] [--max-seconds S] [--layer-batch N]\n"
-            "  --quick          2 timed iterations, 10 s limit, per-layer batch 4 (a smoke run)\n"
+            "                     [--iterations N] [--min-seconds S] [--max-seconds S] [--layer-batch N]\n"
+            "  --quick          2 timed iterations, 0.2 s of them, 10 s limit, per-layer batch 4 (a smoke run)\n"
             "  --threads N      thread count of the multi-threaded runs (default: online CPUs)\n"
             "  --json FILE      also write every figure to FILE as JSON\n"
             "  --network NAME   run only one network (default: all)\n"
-            "  --iterations N   timed iterations after one warm-up (default 5)\n"
+            "  --iterations N   timed iterations after one warm-up, at least (default 5)\n"
+            "  --min-seconds S  more timed iterations until they add up to S seconds, up to 100\n"
+            "                   (default 1); medians of many short iterations resist noise\n"
             "  --max-seconds S  time limit per measurement in seconds (default 60); a measurement\n"
             "                   whose batch-1 probe predicts more than S/2 per iteration is skipped\n"
             "  --layer-batch N  batch size of the per-layer measurements (default 16)\n");
@@ -89,15 +92,16 @@ static long parse_positive(const char *option, const char *text, long max)
 static options parse_options(int argc, char **argv)
 {
     long online = sysconf(_SC_NPROCESSORS_ONLN);
-    options opt = { 0, online > 0 ? (int)online : 1, NULL, "all", 5, 60.0, 16 };
-    int iterations_set = 0, seconds_set = 0, layer_batch_set = 0;
+    options opt = { 0, online > 0 ? (int)online : 1, NULL, "all", 5, 1.0, 60.0, 16 };
+    int iterations_set = 0, min_seconds_set = 0, seconds_set = 0, layer_batch_set = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         int takes_value = strcmp(arg, "--threads") == 0 || strcmp(arg, "--json") == 0
                           || strcmp(arg, "--network") == 0 || strcmp(arg, "--iterations") == 0
-                          || strcmp(arg, "--max-seconds") == 0 || strcmp(arg, "--layer-batch") == 0;
+                          || strcmp(arg, "--min-seconds") == 0 || strcmp(arg, "--max-seconds") == 0
+                          || strcmp(arg, "--layer-batch") == 0;
 
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout);
@@ -123,6 +127,13 @@ static options parse_options(int argc, char **argv)
         } else if (strcmp(arg, "--iterations") == 0) {
             opt.iterations = (int)parse_positive(arg, value, MAX_ITERATIONS);
             iterations_set = 1;
+        } else if (strcmp(arg, "--min-seconds") == 0) {
+            char *end = NULL;
+            errno = 0;
+            opt.min_seconds = strtod(value, &end);
+            if (errno != 0 || end == value || *end != '\0' || !(opt.min_seconds >= 0.0 && opt.min_seconds <= 3600.0))
+                fail_usage("expected a number of seconds from 0 to 3600 for", arg);
+            min_seconds_set = 1;
         } else if (strcmp(arg, "--max-seconds") == 0) {
             opt.max_seconds = (double)parse_positive(arg, value, 86400);
             seconds_set = 1;
@@ -136,6 +147,8 @@ static options parse_options(int argc, char **argv)
     if (opt.quick) {
         if (!iterations_set)
             opt.iterations = 2;
+        if (!min_seconds_set)
+            opt.min_seconds = 0.2;
         if (!seconds_set)
             opt.max_seconds = 10.0;
         if (!layer_batch_set)
@@ -598,11 +611,18 @@ static measurement measure(const options *opt, step_fn step, void *ctx, double e
         return m;
     }
 
-    double begin = now_seconds();
+    /* At least opt->iterations samples, and more while they add up to less
+     * than opt->min_seconds, so that a short step gets enough samples for
+     * its median to ride out a burst of load from outside. */
+    double begin = now_seconds(), timed = 0.0;
     step(ctx);
-    for (int i = 0; i < opt->iterations; i++) {
-        samples[m.count++] = step(ctx);
+    while (m.count < MAX_ITERATIONS) {
+        double seconds = step(ctx);
+        samples[m.count++] = seconds;
+        timed += seconds;
         if (now_seconds() - begin > opt->max_seconds)
+            break;
+        if (m.count >= (size_t)opt->iterations && timed >= opt->min_seconds)
             break;
     }
     m.median_s = median(samples, m.count);
@@ -1049,7 +1069,8 @@ static void write_json(FILE *out, const options *opt, const results *r)
 {
     fprintf(out, "{\n  \"program\": \"equivar_bench\",\n  \"quick\": %s,\n  \"iterations\": %d,\n", opt->quick ? "true" : "false",
             opt->iterations);
-    fprintf(out, "  \"max_seconds\": %g,\n  \"threads\": %d,\n", opt->max_seconds, opt->threads);
+    fprintf(out, "  \"min_seconds\": %g,\n  \"max_seconds\": %g,\n  \"threads\": %d,\n", opt->min_seconds,
+            opt->max_seconds, opt->threads);
     fputs("  \"load_average_start\": ", out);
     json_number(out, r->load_start);
     fputs(",\n  \"load_average_end\": ", out);

@@ -57,6 +57,9 @@ NETWORKS = {
 }
 
 
+MAX_ITERATIONS = 100  # the same cap as equivar_bench
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -67,7 +70,10 @@ def parse_args():
     parser.add_argument("--network", choices=("small", "reference", "all"), default="all",
                         help="run only one network (default: all)")
     parser.add_argument("--iterations", type=int,
-                        help="timed iterations after one warm-up (default 5, quick 2)")
+                        help="timed iterations after one warm-up, at least (default 5, quick 2)")
+    parser.add_argument("--min-seconds", type=float,
+                        help="more timed iterations until they add up to this many seconds, up to "
+                             f"{MAX_ITERATIONS} (default 1, quick 0.2)")
     parser.add_argument("--max-seconds", type=float,
                         help="time limit per measurement in seconds (default 60, quick 10); a measurement "
                              "whose batch-1 probe predicts more than half of it per iteration is skipped")
@@ -76,12 +82,16 @@ def parse_args():
         args.iterations = 2 if args.quick else 5
     if args.max_seconds is None:
         args.max_seconds = 10.0 if args.quick else 60.0
+    if args.min_seconds is None:
+        args.min_seconds = 0.2 if args.quick else 1.0
     try:
         args.threads = [int(count) for count in args.threads.split(",")]
     except ValueError:
         parser.error(f"--threads: invalid list '{args.threads}', expected integers such as 1,2")
     if min(args.threads) < 1 or args.iterations < 1 or args.max_seconds <= 0:
         parser.error("--threads, --iterations and --max-seconds must be positive")
+    if args.min_seconds < 0:
+        parser.error("--min-seconds must not be negative")
     return args
 
 
@@ -287,9 +297,13 @@ def measure(args, step, estimate):
     begin = time.perf_counter()
     step()
     samples = []
-    for _ in range(args.iterations):
+    # At least args.iterations samples, and more while they add up to less than
+    # args.min_seconds, as in equivar_bench, so both medians resist the same noise.
+    while len(samples) < MAX_ITERATIONS:
         samples.append(step())
         if time.perf_counter() - begin > args.max_seconds:
+            break
+        if len(samples) >= args.iterations and sum(samples) >= args.min_seconds:
             break
     result["iterations"] = len(samples)
     result["median_seconds"] = statistics.median(samples)
@@ -376,6 +390,7 @@ def main():
     names = list(NETWORKS) if args.network == "all" else [args.network]
     document = {"program": "torch_bench", "skipped": None, "torch_version": torch.__version__,
                 "threads": args.threads, "quick": args.quick, "iterations": args.iterations,
+                "min_seconds": args.min_seconds,
                 "max_seconds": args.max_seconds, "load_average_start": load_average(), "checks": {},
                 "runs": []}
 
