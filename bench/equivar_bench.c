@@ -220,6 +220,25 @@ static double peak_before_resets_mib;
 /* Resets the peak resident set size (VmHWM) of this process to its current
  * size, so the next reading covers only what runs after the reset. Linux
  * only; returns 0 when the kernel does not allow it. */
+/* Returns the time the hypervisor gave to other guests while this one
+ * wanted to run, summed over all CPUs, in seconds ("steal" in /proc/stat),
+ * or NaN where the file or the field is missing. */
+static double steal_seconds(void)
+{
+    FILE *file = fopen("/proc/stat", "r");
+    unsigned long long user, nice, system, idle, iowait, irq, softirq, steal;
+    double seconds = NAN;
+    long ticks = sysconf(_SC_CLK_TCK);
+
+    if (!file)
+        return NAN;
+    if (fscanf(file, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &system, &idle, &iowait, &irq,
+               &softirq, &steal) == 8 && ticks > 0)
+        seconds = (double)steal / (double)ticks;
+    fclose(file);
+    return seconds;
+}
+
 static int reset_peak_rss(void)
 {
     double peak = peak_rss_mib();
@@ -786,6 +805,7 @@ typedef struct run_result {
     int threads;
     double flops_per_image;
     double peak_rss_mib; /* NaN when the peak could not be reset before the run */
+    double steal_s;      /* CPU time stolen by the hypervisor during the measurement, NaN if unknown */
     measurement m;
 } run_result;
 
@@ -951,8 +971,8 @@ static void print_run_result(const run_result *rr)
         return;
     }
     double images = (double)rr->batch / rr->m.median_s;
-    printf("  %9.2f  %9.1f  %8.2f  %9.0f  %5zu\n", images, rr->m.median_s * 1e3, images * rr->flops_per_image * 1e-9,
-           rr->peak_rss_mib, rr->m.count);
+    printf("  %9.2f  %9.1f  %8.2f  %9.0f  %5zu  %7.2f\n", images, rr->m.median_s * 1e3,
+           images * rr->flops_per_image * 1e-9, rr->peak_rss_mib, rr->m.count, rr->steal_s);
 }
 
 static void run_network_benchmarks(const options *opt, results *r, const network_info *info, const eq_group *group)
@@ -976,9 +996,11 @@ static void run_network_benchmarks(const options *opt, results *r, const network
                 int reset = reset_peak_rss();
                 network_run run = network_run_create(info->spec, group, batch);
 
+                double steal_start = steal_seconds();
                 *rr = (run_result){ info->spec->name, modes[mode], batch, threads,
                                     mode == 0 ? info->flops.forward + info->flops.backward : info->flops.forward,
-                                    NAN, measure(opt, steps[mode], &run, seconds_per_image * (double)batch) };
+                                    NAN, NAN, measure(opt, steps[mode], &run, seconds_per_image * (double)batch) };
+                rr->steal_s = steal_seconds() - steal_start;
                 if (reset)
                     rr->peak_rss_mib = peak_rss_mib();
                 network_run_destroy(&run);
@@ -1123,6 +1145,8 @@ static void write_json(FILE *out, const options *opt, const results *r)
         json_number(out, rr->m.skipped ? NAN : (double)rr->batch * rr->flops_per_image / rr->m.median_s * 1e-9);
         fputs(", \"peak_rss_mib\": ", out);
         json_number(out, rr->peak_rss_mib);
+        fputs(", \"steal_seconds\": ", out);
+        json_number(out, rr->steal_s);
         fprintf(out, "}%s\n", i + 1 < r->run_n ? "," : "");
     }
     fputs("  ],\n  \"max_rss_mib\": ", out);
@@ -1188,7 +1212,8 @@ int main(int argc, char **argv)
 
     printf("\nImages/s, medians (training: forward, loss, backward, SGD step)\n");
     printf("GFLOP/s counts the direct products, as the network GFLOP above; the spectral path runs fewer.\n");
-    printf("network     mode   batch  threads   images/s    ms/iter   GFLOP/s   peak MiB  iters\n");
+    printf("'steal s' is the CPU time the hypervisor gave to other guests during the measurement.\n");
+    printf("network     mode   batch  threads   images/s    ms/iter   GFLOP/s   peak MiB  iters  steal s\n");
     for (size_t i = 0; i < r.network_n; i++)
         run_network_benchmarks(&opt, &r, &r.networks[i], group);
     print_thread_ratios(&r);
