@@ -615,6 +615,18 @@ static void gathered_matches_generic_bitwise(void **state)
     eq_group_destroy(d4);
 }
 
+/* Runs f with its fused switch on and checks which path it took, then
+ * destroys f. */
+static void assert_takes_fused(eq_layer *f, const eq_tensor *x, int fused)
+{
+    assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
+    eq_tensor *y = eq_test_output_for(f, x->shape);
+    assert_int_equal(eq_layer_forward(f, x, y), EQ_OK);
+    assert_int_equal(eq_equivarify_used_fused(f), fused);
+    eq_tensor_destroy(y);
+    eq_layer_destroy(f);
+}
+
 static void fused_path_only_where_exact(void **state)
 {
     (void)state;
@@ -627,44 +639,24 @@ static void fused_path_only_where_exact(void **state)
 
     /* Pixel input action: the gathered path. */
     assert_int_equal(eq_equivarify(conv(4, 2, 1), c4, EQ_ACTION_PIXELS, &f), EQ_OK);
-    assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
-    y = eq_test_output_for(f, image->shape);
-    assert_int_equal(eq_layer_forward(f, image, y), EQ_OK);
-    assert_int_equal(eq_equivarify_used_fused(f), 1);
-    eq_tensor_destroy(y);
-    eq_layer_destroy(f);
+    assert_takes_fused(f, image, 1);
 
     /* The aligned variant on blocks: the gathered path. */
     assert_int_equal(eq_equivarify_aligned(conv(4, 2, 1), c4, EQ_ACTION_BLOCKS, &f), EQ_OK);
-    assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
-    y = eq_test_output_for(f, image->shape);
-    assert_int_equal(eq_layer_forward(f, image, y), EQ_OK);
-    assert_int_equal(eq_equivarify_used_fused(f), 1);
-    eq_tensor_destroy(y);
-    eq_layer_destroy(f);
+    assert_takes_fused(f, image, 1);
 
     /* A lifting conv 1 -> 3 has K = 9 < 4 * OC rows: generic. */
     eq_tensor *gray = eq_test_random_tensor(eq_shape_make(1, 1, 5, 5), 134);
     assert_int_equal(eq_equivarify(conv(1, 3, 1), c4, EQ_ACTION_PIXELS, &f), EQ_OK);
-    assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
-    y = eq_test_output_for(f, gray->shape);
-    assert_int_equal(eq_layer_forward(f, gray, y), EQ_OK);
-    assert_int_equal(eq_equivarify_used_fused(f), 0);
-    eq_tensor_destroy(y);
+    assert_takes_fused(f, gray, 0);
     eq_tensor_destroy(gray);
-    eq_layer_destroy(f);
 
     /* Stride 2 on a 6 x 6 image puts the windows off centre, so a quarter
      * turn does not map them onto each other: generic. */
     eq_tensor *even = eq_test_random_tensor(eq_shape_make(1, 4, 6, 6), 133);
     assert_int_equal(eq_equivarify(conv(4, 2, 2), c4, EQ_ACTION_PIXELS, &f), EQ_OK);
-    assert_int_equal(eq_equivarify_set_fused(f, 1), EQ_OK);
-    y = eq_test_output_for(f, even->shape);
-    assert_int_equal(eq_layer_forward(f, even, y), EQ_OK);
-    assert_int_equal(eq_equivarify_used_fused(f), 0);
-    eq_tensor_destroy(y);
+    assert_takes_fused(f, even, 0);
     eq_tensor_destroy(even);
-    eq_layer_destroy(f);
 
     /* h that starts with relu: generic. */
     assert_int_equal(eq_sequential_create(&h), EQ_OK);

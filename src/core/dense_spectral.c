@@ -9,7 +9,7 @@
 #include "core/spectral.h"
 
 /* Grows *buf to `count` floats, dropping the old contents. */
-static eq_status reserve(float **buf, size_t *capacity, size_t count, const char *what)
+static eq_status reserve(float **buf, size_t *capacity, size_t count, const char *buffer_name)
 {
     if (count <= *capacity)
         return EQ_OK;
@@ -17,7 +17,8 @@ static eq_status reserve(float **buf, size_t *capacity, size_t count, const char
     *capacity = 0;
     *buf = eq_alloc_floats(count);
     if (!*buf)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "dense: cannot allocate %zu floats for the spectral %s", count, what);
+        return eq_error(EQ_ERR_OUT_OF_MEMORY, "dense: cannot allocate %zu floats for the spectral %s", count,
+                        buffer_name);
     *capacity = count;
     return EQ_OK;
 }

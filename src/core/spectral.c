@@ -83,19 +83,14 @@ void eq_spectral_transform(size_t n, size_t len, float *const v[4])
 
 void eq_spectral_transform_adjoint(size_t n, size_t len, float *const v[4])
 {
-    float *d0 = v[0], *d1 = v[1];
-
+    /* The transform for n = 2 is symmetric, so it is its own adjoint. */
     if (n == 2) {
-        for (size_t p = 0; p < len; p++) {
-            float sum = d0[p] + d1[p], diff = d0[p] - d1[p];
-            d0[p] = sum;
-            d1[p] = diff;
-        }
+        eq_spectral_transform(n, len, v);
         return;
     }
 
-    /* d0, d1, d2, d3 hold the gradients of x^0, x^2, a and b. */
-    float *d2 = v[2], *d3 = v[3];
+    /* d0, d1, d2, d3 contain the gradients of x^0, x^2, a and b. */
+    float *d0 = v[0], *d1 = v[1], *d2 = v[2], *d3 = v[3];
     for (size_t p = 0; p < len; p++) {
         float even = d0[p] + d1[p], odd = d0[p] - d1[p];
         float da = d2[p], db = d3[p];
