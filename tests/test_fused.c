@@ -846,7 +846,7 @@ static void spectral_blocks_match_copies(void **state)
 {
     (void)state;
     /* 64 channels of 32 x 32 lower to 576 x 1024 columns. That is more than
-     * one column buffer holds, so this case runs in position tiles. The
+     * one column buffer fits, so this case runs in position tiles. The
      * small cases run as one chunk of several images. */
     const spectral_case cases[] = {
         { 2, cyclic2, 6, 5, 5, 3, 1, "conv2d, 2 cyclic branches, spectral" },

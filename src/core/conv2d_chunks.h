@@ -33,7 +33,7 @@ typedef struct eq_conv2d {
     size_t branches;         /* output samples per image: 1, or the branches of a multi-branch call */
     const size_t *sources;   /* branches * branches block sources, owned by the caller or static */
     int blocks_forward;      /* the last forward was a multi-branch call */
-    int spectral;            /* the call runs in the Fourier basis of a cyclic source table (conv2d_spectral.c) */
+    int spectral;            /* nonzero when the call runs in a cyclic Fourier basis (conv2d_spectral.c) */
     const size_t *rows;      /* branches * K column-matrix rows of the gathered path (conv2d_gathered.c), or NULL */
     const size_t *positions; /* branches * OH * OW output positions of the gathered path */
     eq_conv_geom geom;
@@ -140,7 +140,7 @@ void eq_conv2d_spectral_forward_chunk(const eq_conv2d *conv, eq_conv2d_scratch *
 void eq_conv2d_spectral_backward_tile(const eq_conv2d *conv, eq_conv2d_scratch *scratch, const eq_conv2d_chunk *ch,
                                       int first_tile, const float *dy, float *dx, float *dspec, double *db);
 
-/* dweight += the weight gradient that the spectral gradient dspec maps to. */
+/* Adds to dweight the weight gradient that the spectral gradient dspec maps to. */
 void eq_conv2d_spectral_add_gradient(eq_conv2d *conv, const float *dspec);
 
 /* The gathered path (conv2d_gathered.c). */

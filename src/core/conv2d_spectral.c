@@ -40,8 +40,8 @@ eq_status eq_conv2d_spectral_pack(eq_conv2d *conv, int backward)
     }
     spec = conv->weight_rows;
 
-    /* Forward: packs[0..n) hold U0, U1 (n = 2) or U0, U2, [A; B] (n = 4).
-     * Backward: packs[n..2n) hold their transposes, from the spectral
+    /* Forward: packs[0..n) contain U0, U1 (n = 2) or U0, U2, [A; B] (n = 4).
+     * Backward: packs[n..2n) contain their transposes, from the spectral
      * weights of the forward call that backward differentiates. */
     size_t count = n == 4 ? 3 : 2;
     size_t first = backward ? n : 0;
