@@ -239,9 +239,10 @@ int eq_fused_gathered_prepare(eq_fused *fused, eq_layer *h, const eq_group *grou
 
     /* Per branch, the gathered path saves lowering K rows of columns and
      * instead moves OC rows of output to their positions, so it only pays
-     * when K is well above OC. On the AMD EPYC of docs/BENCHMARKS.md it was
-     * 17% faster on an aligned conv 320->80 (K = 2880), and a lifting conv
-     * 1->80 (K = 9) was 1.8 times slower than the generic path. */
+     * when K is well above OC. On the AMD EPYC of docs/BENCHMARKS.md a lifting
+     * conv 1->80 (K = 9) was 1.8 times slower than the generic path, and a
+     * one-off program, not kept here, timed an aligned conv 320->80
+     * (K = 2880) about 17% faster. */
     if (in.c * kh * kw < GATHER_MIN_RATIO * out.c) {
         fused->gathered_shape = in;
         fused->gathered_ok = 0;
