@@ -939,14 +939,15 @@ static void naive_maxpool(const float *x, size_t planes, size_t h, size_t w, siz
     }
 }
 
-/* The vector path (four windows at a time) and the scalar window loop
- * against the naive pooling, on values with many ties and some NaNs. */
+/* The vector path (four windows at a time, with an overlapping last group
+ * when a row is not a multiple of four) and the scalar window loop against
+ * the naive pooling, on values with many ties and some NaNs. */
 static void maxpool_matches_naive(void **state)
 {
     (void)state;
     static const size_t configs[][4] = { /* size, stride, h, w */
         { 2, 2, 8, 8 }, { 2, 2, 7, 9 }, { 2, 2, 6, 13 }, { 3, 2, 9, 8 }, { 3, 2, 9, 13 }, { 3, 3, 9, 9 },
-        { 2, 1, 5, 6 }, { 4, 4, 16, 20 },
+        { 2, 1, 5, 6 }, { 4, 4, 16, 20 }, { 2, 2, 4, 14 }, { 2, 2, 5, 29 }, { 4, 4, 8, 28 }, { 3, 2, 7, 15 },
     };
     eq_rng rng;
 

@@ -86,11 +86,10 @@ static uint32_t window_argmax(const float *x_c, size_t w, size_t corner, size_t 
 }
 
 #if defined(__x86_64__)
-/* Pools one output row four windows at a time in SSE2, which every x86-64
- * CPU has. Lane l computes window ow + l with the scan order, tie rule and
- * NaN rule of window_argmax, and selects without branches, which random
- * data would mispredict. Returns the number of outputs done, and the caller
- * finishes the rest. */
+/* The SSE2 code below, which every x86-64 CPU runs, pools four windows at
+ * a time: lane l computes window ow + l with the scan order, tie rule and
+ * NaN rule of window_argmax, and selects without branches. */
+
 /* Replaces best by v where take is set, in both the values and their
  * offsets. */
 static inline void select_sse2(__m128 take, __m128 v, __m128i at, __m128 *best, __m128i *best_at)
@@ -107,63 +106,70 @@ static inline __m128 takes_over_sse2(__m128 v, __m128 best)
     return _mm_or_ps(_mm_cmpgt_ps(v, best), _mm_and_ps(_mm_cmpunord_ps(v, v), _mm_cmpord_ps(best, best)));
 }
 
-/* The 2 x 2, stride 2 case of pool_row_sse2: two loads per input row give
+/* The 2 x 2, stride 2 case of pool4_sse2: two loads per input row give
  * four windows, split into their even and odd columns by shuffles. */
-static size_t pool_row_2x2_sse2(const float *x_c, size_t w, size_t row_corner, size_t ow_count, float *y_row,
-                                uint32_t *argmax_row)
+static inline void pool4_2x2_sse2(const float *x_c, size_t w, size_t c0, float *y, uint32_t *argmax)
 {
-    size_t ow = 0;
+    const float *top = x_c + c0, *bottom = top + w;
+    __m128 top_a = _mm_loadu_ps(top), top_b = _mm_loadu_ps(top + 4);
+    __m128 bottom_a = _mm_loadu_ps(bottom), bottom_b = _mm_loadu_ps(bottom + 4);
+    __m128i at = _mm_add_epi32(_mm_set1_epi32((int)c0), _mm_setr_epi32(0, 2, 4, 6));
+    __m128i one = _mm_set1_epi32(1), below = _mm_set1_epi32((int)w);
 
-    for (; ow + 4 <= ow_count; ow += 4) {
-        const size_t c0 = row_corner + 2 * ow; /* top-left of window ow */
-        const float *top = x_c + c0, *bottom = top + w;
-        __m128 top_a = _mm_loadu_ps(top), top_b = _mm_loadu_ps(top + 4);
-        __m128 bottom_a = _mm_loadu_ps(bottom), bottom_b = _mm_loadu_ps(bottom + 4);
-        __m128i at = _mm_add_epi32(_mm_set1_epi32((int)c0), _mm_setr_epi32(0, 2, 4, 6));
-        __m128i one = _mm_set1_epi32(1), below = _mm_set1_epi32((int)w);
+    /* Row-major window order: top-left, top-right, bottom-left, bottom-right. */
+    __m128 best = _mm_shuffle_ps(top_a, top_b, _MM_SHUFFLE(2, 0, 2, 0));
+    __m128i best_at = at;
+    __m128 v = _mm_shuffle_ps(top_a, top_b, _MM_SHUFFLE(3, 1, 3, 1));
+    select_sse2(takes_over_sse2(v, best), v, _mm_add_epi32(at, one), &best, &best_at);
+    v = _mm_shuffle_ps(bottom_a, bottom_b, _MM_SHUFFLE(2, 0, 2, 0));
+    select_sse2(takes_over_sse2(v, best), v, _mm_add_epi32(at, below), &best, &best_at);
+    v = _mm_shuffle_ps(bottom_a, bottom_b, _MM_SHUFFLE(3, 1, 3, 1));
+    select_sse2(takes_over_sse2(v, best), v, _mm_add_epi32(_mm_add_epi32(at, below), one), &best, &best_at);
 
-        /* Row-major window order: top-left, top-right, bottom-left, bottom-right. */
-        __m128 best = _mm_shuffle_ps(top_a, top_b, _MM_SHUFFLE(2, 0, 2, 0));
-        __m128i best_at = at;
-        __m128 v = _mm_shuffle_ps(top_a, top_b, _MM_SHUFFLE(3, 1, 3, 1));
-        select_sse2(takes_over_sse2(v, best), v, _mm_add_epi32(at, one), &best, &best_at);
-        v = _mm_shuffle_ps(bottom_a, bottom_b, _MM_SHUFFLE(2, 0, 2, 0));
-        select_sse2(takes_over_sse2(v, best), v, _mm_add_epi32(at, below), &best, &best_at);
-        v = _mm_shuffle_ps(bottom_a, bottom_b, _MM_SHUFFLE(3, 1, 3, 1));
-        select_sse2(takes_over_sse2(v, best), v, _mm_add_epi32(_mm_add_epi32(at, below), one), &best, &best_at);
-
-        _mm_storeu_ps(y_row + ow, best);
-        _mm_storeu_si128((__m128i *)(argmax_row + ow), best_at);
-    }
-    return ow;
+    _mm_storeu_ps(y, best);
+    _mm_storeu_si128((__m128i *)argmax, best_at);
 }
 
-static size_t pool_row_sse2(const float *x_c, size_t w, size_t row_corner, size_t ow_count, size_t size,
-                            size_t stride, float *y_row, uint32_t *argmax_row)
+/* Pools the four windows whose top-left corners are c0 + l * stride. */
+static inline void pool4_sse2(const float *x_c, size_t w, size_t c0, size_t size, size_t stride, float *y,
+                              uint32_t *argmax)
 {
-    size_t ow = 0;
+    const size_t c1 = c0 + stride, c2 = c1 + stride, c3 = c2 + stride;
+    __m128 best = _mm_set_ps(x_c[c3], x_c[c2], x_c[c1], x_c[c0]);
+    __m128i best_at = _mm_set_epi32((int)c3, (int)c2, (int)c1, (int)c0);
 
-    if (size == 2 && stride == 2)
-        return pool_row_2x2_sse2(x_c, w, row_corner, ow_count, y_row, argmax_row);
-
-    for (; ow + 4 <= ow_count; ow += 4) {
-        const size_t c0 = row_corner + ow * stride;
-        const size_t c1 = c0 + stride, c2 = c1 + stride, c3 = c2 + stride;
-        __m128 best = _mm_set_ps(x_c[c3], x_c[c2], x_c[c1], x_c[c0]);
-        __m128i best_at = _mm_set_epi32((int)c3, (int)c2, (int)c1, (int)c0);
-
-        for (size_t kh = 0; kh < size; kh++) {
-            for (size_t kw = kh == 0 ? 1 : 0; kw < size; kw++) {
-                const size_t off = kh * w + kw;
-                __m128 v = _mm_set_ps(x_c[c3 + off], x_c[c2 + off], x_c[c1 + off], x_c[c0 + off]);
-                __m128i at = _mm_set_epi32((int)(c3 + off), (int)(c2 + off), (int)(c1 + off), (int)(c0 + off));
-                select_sse2(takes_over_sse2(v, best), v, at, &best, &best_at);
-            }
+    for (size_t kh = 0; kh < size; kh++) {
+        for (size_t kw = kh == 0 ? 1 : 0; kw < size; kw++) {
+            const size_t off = kh * w + kw;
+            __m128 v = _mm_set_ps(x_c[c3 + off], x_c[c2 + off], x_c[c1 + off], x_c[c0 + off]);
+            __m128i at = _mm_set_epi32((int)(c3 + off), (int)(c2 + off), (int)(c1 + off), (int)(c0 + off));
+            select_sse2(takes_over_sse2(v, best), v, at, &best, &best_at);
         }
-        _mm_storeu_ps(y_row + ow, best);
-        _mm_storeu_si128((__m128i *)(argmax_row + ow), best_at);
     }
-    return ow;
+    _mm_storeu_ps(y, best);
+    _mm_storeu_si128((__m128i *)argmax, best_at);
+}
+
+/* Pools a whole output row of at least four windows. A width that is not
+ * a multiple of four ends with a group that overlaps the previous one:
+ * every window's result depends on its own inputs only, so the windows
+ * done twice get the same bits, and no window takes the scalar loop, whose
+ * branches random data mispredicts. */
+static void pool_row_sse2(const float *x_c, size_t w, size_t row_corner, size_t ow_count, size_t size,
+                          size_t stride, float *y_row, uint32_t *argmax_row)
+{
+    const int two_by_two = size == 2 && stride == 2;
+
+    for (size_t ow = 0;; ow += 4) {
+        if (ow + 4 > ow_count)
+            ow = ow_count - 4;
+        if (two_by_two)
+            pool4_2x2_sse2(x_c, w, row_corner + 2 * ow, y_row + ow, argmax_row + ow);
+        else
+            pool4_sse2(x_c, w, row_corner + ow * stride, size, stride, y_row + ow, argmax_row + ow);
+        if (ow + 4 == ow_count)
+            return;
+    }
 }
 #endif
 
@@ -190,12 +196,14 @@ static void forward_planes(void *ctx, size_t begin, size_t end)
         uint32_t *argmax_nc = pool->argmax + nc * out_plane;
 
         for (size_t oh = 0; oh < task->out.h; oh++) {
-            size_t ow = 0;
 #if defined(__x86_64__)
-            ow = pool_row_sse2(x_nc, task->in.w, oh * pool->stride * task->in.w, task->out.w, pool->size,
-                               pool->stride, y_nc + oh * task->out.w, argmax_nc + oh * task->out.w);
+            if (task->out.w >= 4) {
+                pool_row_sse2(x_nc, task->in.w, oh * pool->stride * task->in.w, task->out.w, pool->size,
+                              pool->stride, y_nc + oh * task->out.w, argmax_nc + oh * task->out.w);
+                continue;
+            }
 #endif
-            for (; ow < task->out.w; ow++) {
+            for (size_t ow = 0; ow < task->out.w; ow++) {
                 size_t corner = oh * pool->stride * task->in.w + ow * pool->stride;
                 uint32_t at = window_argmax(x_nc, task->in.w, corner, pool->size);
                 argmax_nc[oh * task->out.w + ow] = at;
@@ -232,41 +240,38 @@ static eq_status maxpool_forward(eq_layer *layer, const eq_tensor *x, eq_tensor 
 }
 
 #if defined(__x86_64__)
-/* Writes the two input rows under output row oh of a 2 x 2, stride 2
- * pooling, four windows at a time: each element gets 0 + dy where it is its
+/* Writes the 2 x 8 input block under windows ow to ow + 3 of output row
+ * oh of a 2 x 2, stride 2 pooling: each element gets 0 + dy where it is its
  * window's maximum and zero elsewhere, in one pass instead of zeroing and
  * adding. The + 0 turns a dy of -0 into +0, as adding it to a zeroed
- * gradient does. Returns the number of windows done. */
-static size_t unpool_row_2x2_sse2(float *dx_c, size_t w, size_t oh, size_t ow_count, const float *dy_row,
-                                  const uint32_t *argmax_row)
+ * gradient does. */
+static inline void unpool4_2x2_sse2(float *dx_c, size_t w, size_t oh, size_t ow, const float *dy_row,
+                                    const uint32_t *argmax_row)
 {
-    size_t ow = 0;
+    const size_t c0 = 2 * oh * w + 2 * ow;
+    __m128 grad = _mm_loadu_ps(dy_row + ow);
+    __m128i at = _mm_loadu_si128((const __m128i *)(argmax_row + ow));
+    __m128i tl = _mm_add_epi32(_mm_set1_epi32((int)c0), _mm_setr_epi32(0, 2, 4, 6));
+    __m128i one = _mm_set1_epi32(1), below = _mm_set1_epi32((int)w);
+    __m128i bl = _mm_add_epi32(tl, below);
+    grad = _mm_add_ps(_mm_setzero_ps(), grad);
 
-    for (; ow + 4 <= ow_count; ow += 4) {
-        const size_t c0 = 2 * oh * w + 2 * ow;
-        __m128 grad = _mm_loadu_ps(dy_row + ow);
-        __m128i at = _mm_loadu_si128((const __m128i *)(argmax_row + ow));
-        __m128i tl = _mm_add_epi32(_mm_set1_epi32((int)c0), _mm_setr_epi32(0, 2, 4, 6));
-        __m128i one = _mm_set1_epi32(1), below = _mm_set1_epi32((int)w);
-        __m128i bl = _mm_add_epi32(tl, below);
-        grad = _mm_add_ps(_mm_setzero_ps(), grad);
+    __m128 v_tl = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(at, tl)), grad);
+    __m128 v_tr = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(at, _mm_add_epi32(tl, one))), grad);
+    __m128 v_bl = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(at, bl)), grad);
+    __m128 v_br = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(at, _mm_add_epi32(bl, one))), grad);
 
-        __m128 v_tl = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(at, tl)), grad);
-        __m128 v_tr = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(at, _mm_add_epi32(tl, one))), grad);
-        __m128 v_bl = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(at, bl)), grad);
-        __m128 v_br = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(at, _mm_add_epi32(bl, one))), grad);
-
-        float *top = dx_c + c0, *bottom = top + w;
-        _mm_storeu_ps(top, _mm_unpacklo_ps(v_tl, v_tr));
-        _mm_storeu_ps(top + 4, _mm_unpackhi_ps(v_tl, v_tr));
-        _mm_storeu_ps(bottom, _mm_unpacklo_ps(v_bl, v_br));
-        _mm_storeu_ps(bottom + 4, _mm_unpackhi_ps(v_bl, v_br));
-    }
-    return ow;
+    float *top = dx_c + c0, *bottom = top + w;
+    _mm_storeu_ps(top, _mm_unpacklo_ps(v_tl, v_tr));
+    _mm_storeu_ps(top + 4, _mm_unpackhi_ps(v_tl, v_tr));
+    _mm_storeu_ps(bottom, _mm_unpacklo_ps(v_bl, v_br));
+    _mm_storeu_ps(bottom + 4, _mm_unpackhi_ps(v_bl, v_br));
 }
 
 /* The input gradient of one plane of a 2 x 2, stride 2 pooling. The
- * windows do not overlap, so every element is written once. */
+ * windows do not overlap, so every element is written once, except that a
+ * row width not a multiple of four ends with a group overlapping the
+ * previous one, which writes the same values again. */
 static void unpool_plane_2x2(float *dx_c, const pool_task *task, const float *dy_c, const uint32_t *argmax_c)
 {
     const size_t w = task->in.w, oh_count = task->out.h, ow_count = task->out.w;
@@ -274,11 +279,25 @@ static void unpool_plane_2x2(float *dx_c, const pool_task *task, const float *dy
     for (size_t oh = 0; oh < oh_count; oh++) {
         const float *dy_row = dy_c + oh * ow_count;
         const uint32_t *argmax_row = argmax_c + oh * ow_count;
-        size_t ow = unpool_row_2x2_sse2(dx_c, w, oh, ow_count, dy_row, argmax_row);
-        for (size_t r = 2 * oh; r < 2 * oh + 2; r++)
-            memset(dx_c + r * w + 2 * ow, 0, (w - 2 * ow) * sizeof(float));
-        for (; ow < ow_count; ow++)
-            dx_c[argmax_row[ow]] = 0.0f + dy_row[ow];
+
+        if (ow_count < 4) {
+            memset(dx_c + 2 * oh * w, 0, 2 * w * sizeof(float));
+            for (size_t ow = 0; ow < ow_count; ow++)
+                dx_c[argmax_row[ow]] = 0.0f + dy_row[ow];
+            continue;
+        }
+        for (size_t ow = 0;; ow += 4) {
+            if (ow + 4 > ow_count)
+                ow = ow_count - 4;
+            unpool4_2x2_sse2(dx_c, w, oh, ow, dy_row, argmax_row);
+            if (ow + 4 == ow_count)
+                break;
+        }
+        /* An odd last column is in no window. */
+        if (w > 2 * ow_count) {
+            dx_c[2 * oh * w + w - 1] = 0.0f;
+            dx_c[(2 * oh + 1) * w + w - 1] = 0.0f;
+        }
     }
 
     /* An odd last row is in no window. */
