@@ -151,10 +151,9 @@ static inline void pool4_sse2(const float *x_c, size_t w, size_t c0, size_t size
 }
 
 /* Pools a whole output row of at least four windows. A width that is not
- * a multiple of four ends with a group that overlaps the previous one:
- * every window's result depends on its own inputs only, so the windows
- * done twice get the same bits, and no window takes the scalar loop, whose
- * branches random data mispredicts. */
+ * a multiple of four ends with a group that overlaps the previous one. A
+ * window depends on its own inputs only, so one done twice gets the same
+ * bits, and no window takes the slower, branchy scalar loop. */
 static void pool_row_sse2(const float *x_c, size_t w, size_t row_corner, size_t ow_count, size_t size,
                           size_t stride, float *y_row, uint32_t *argmax_row)
 {
