@@ -129,15 +129,19 @@ static void im2col_same_stride1(const eq_conv_geom *geom, const float *x, size_t
                 memset(row + (end - p0), 0, (p1 - end) * sizeof(float));
 
                 /* Columns ow < -dw or ow >= W - dw wrapped into the
-                 * neighbouring row; they read padding. */
+                 * neighbouring row; they read padding. The loop runs down
+                 * each such column, W floats a step: along a row the runs
+                 * are one or two floats, and the compiler would turn each
+                 * into a memset call. */
                 if (dw == 0 || a == b)
                     continue;
                 size_t edge_lo = dw < 0 ? 0 : w - (size_t)dw;
                 size_t edge_hi = dw < 0 ? (size_t)-dw : w;
-                for (size_t oh = a / w; oh * w < b; oh++) {
-                    size_t from = max_size(oh * w + edge_lo, a), to = min_size(oh * w + edge_hi, b);
-                    for (size_t p = from; p < to; p++)
-                        row[p - p0] = 0.0f;
+                for (size_t ow = edge_lo; ow < edge_hi; ow++) {
+                    for (size_t p = (a / w) * w + ow; p < b; p += w) {
+                        if (p >= a)
+                            row[p - p0] = 0.0f;
+                    }
                 }
             }
         }
