@@ -462,6 +462,8 @@ static void im2col_matches_naive(void **state)
     static const size_t geoms[][7] = { /* c, h, w, kh, kw, stride, pad */
         { 2, 5, 7, 3, 3, 1, 1 }, { 1, 6, 4, 5, 5, 1, 2 }, { 3, 4, 4, 1, 1, 1, 0 }, { 2, 3, 6, 3, 1, 1, 1 },
         { 1, 2, 2, 5, 5, 1, 2 }, { 2, 7, 5, 3, 3, 2, 1 }, { 1, 6, 6, 2, 3, 1, 0 }, { 2, 5, 5, 3, 3, 1, 0 },
+        /* Kernel offsets wider than the image, which take the per-row path. */
+        { 1, 5, 1, 5, 5, 1, 2 }, { 2, 3, 2, 7, 7, 1, 3 },
     };
     eq_rng rng;
 

@@ -86,10 +86,13 @@ static inline void scatter_segment(float *dx_row, const float *src, size_t begin
 
 /* Returns 1 for stride 1 with an output as large as the input ("same"
  * padding), where output position p and input offset p + d line up for
- * every kernel offset d. */
+ * every kernel offset d. The kernel offsets then run from -pad to pad, and
+ * the shifted-plane paths assume that each of them is smaller than the
+ * image in both directions. */
 static int same_stride1(const eq_conv_geom *geom)
 {
-    return geom->stride == 1 && geom->oh == geom->h && geom->ow == geom->w;
+    return geom->stride == 1 && geom->oh == geom->h && geom->ow == geom->w && geom->pad < geom->h &&
+           geom->pad < geom->w;
 }
 
 /* im2col for same_stride1 geometries: row (c, kh, kw) of the column matrix
@@ -185,10 +188,64 @@ void eq_im2col(const eq_conv_geom *geom, const float *x, size_t p0, size_t p1,
     }
 }
 
+/* Adds src[0, n) to dst[0, n). */
+static inline void add_run(float *restrict dst, const float *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+/* col2im for same_stride1 geometries, the adjoint of im2col_same_stride1.
+ * Row (c, kh, kw) adds to the input plane shifted by d. With no horizontal
+ * shift that is one long run; otherwise each output row skips the columns
+ * that wrapped into the neighbouring row, which read padding. */
+static void col2im_same_stride1(const eq_conv_geom *geom, const float *cols, size_t ld_cols, size_t p0,
+                                size_t p1, float *dx)
+{
+    const size_t w = geom->w, plane = geom->h * geom->w;
+
+    for (size_t c = 0; c < geom->c; c++) {
+        float *dx_c = dx + c * plane;
+        for (size_t kh = 0; kh < geom->kh; kh++) {
+            const ptrdiff_t dh = (ptrdiff_t)kh - (ptrdiff_t)geom->pad;
+            const size_t r_lo = dh < 0 ? (size_t)-dh : 0;
+            const size_t r_hi = dh > 0 ? geom->h - (size_t)dh : geom->h;
+            for (size_t kw = 0; kw < geom->kw; kw++) {
+                const ptrdiff_t dw = (ptrdiff_t)kw - (ptrdiff_t)geom->pad;
+                const ptrdiff_t d = dh * (ptrdiff_t)w + dw;
+                const float *row = cols + ((c * geom->kh + kh) * geom->kw + kw) * ld_cols;
+
+                /* [a, b): positions on output rows that read the image. */
+                size_t a = min_size(max_size(r_lo * w, p0), p1);
+                size_t b = max_size(min_size(r_hi * w, p1), a);
+                if (dw == 0) {
+                    add_run(dx_c + ((ptrdiff_t)a + d), row + (a - p0), b - a);
+                    continue;
+                }
+
+                /* Columns [col_lo, col_hi) of an output row read the image. */
+                size_t col_lo = dw < 0 ? (size_t)-dw : 0;
+                size_t col_hi = dw > 0 ? w - (size_t)dw : w;
+                for (size_t oh = a / w; oh * w < b; oh++) {
+                    size_t from = max_size(a, oh * w + col_lo);
+                    size_t to = min_size(b, oh * w + col_hi);
+                    if (to > from)
+                        add_run(dx_c + ((ptrdiff_t)from + d), row + (from - p0), to - from);
+                }
+            }
+        }
+    }
+}
+
 void eq_col2im_add(const eq_conv_geom *geom, const float *cols, size_t ld_cols,
                    size_t p0, size_t p1, float *dx)
 {
     const size_t plane = geom->h * geom->w;
+
+    if (same_stride1(geom)) {
+        col2im_same_stride1(geom, cols, ld_cols, p0, p1, dx);
+        return;
+    }
     const size_t oh_first = p0 / geom->ow, ow_first = p0 % geom->ow;
 
     for (size_t c = 0; c < geom->c; c++) {
