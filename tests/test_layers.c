@@ -850,6 +850,59 @@ static void conv2d_backward_twice_is_repeatable(void **state)
     eq_layer_destroy(conv);
 }
 
+/* A sequential ReLU then max-pool runs the pool first (sequential.c). Its
+ * output and input gradient must be the bits of the two layers run one
+ * after the other, on values with ties, signed zeros and a NaN. */
+static void relu_maxpool_swap_keeps_bits(void **state)
+{
+    (void)state;
+    static const size_t configs[][2] = { { 2, 2 }, { 3, 2 }, { 2, 1 } }; /* size, stride */
+    static const float levels[] = { -1.0f, -0.0f, 0.0f, 0.5f, 2.0f };
+    eq_rng rng;
+
+    eq_rng_seed(&rng, 880);
+    for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
+        eq_layer *relu = new_simple(eq_relu_create), *pool = new_maxpool(configs[k][0], configs[k][1]);
+        eq_layer *seq = new_simple(eq_sequential_create);
+        append(seq, new_simple(eq_relu_create));
+        append(seq, new_maxpool(configs[k][0], configs[k][1]));
+
+        eq_tensor *x = new_tensor(eq_shape_make(2, 3, 9, 10));
+        for (size_t i = 0; i < numel(x); i++)
+            x->data[i] = levels[eq_rng_below(&rng, 5)];
+        x->data[7] = NAN;
+        eq_shape out;
+        assert_int_equal(eq_layer_output_shape(pool, x->shape, &out), EQ_OK);
+        eq_tensor *r = new_tensor(x->shape), *dr = new_tensor(x->shape);
+        eq_tensor *y = new_tensor(out), *y_seq = new_tensor(out);
+        eq_tensor *dy = new_random_tensor(out, 881 + k, -1.0f, 1.0f);
+        eq_tensor *dx = new_tensor(x->shape), *dx_seq = new_tensor(x->shape);
+        dy->data[0] = -0.0f;
+
+        assert_int_equal(eq_layer_forward(relu, x, r), EQ_OK);
+        assert_int_equal(eq_layer_forward(pool, r, y), EQ_OK);
+        assert_int_equal(eq_layer_backward(pool, dy, dr), EQ_OK);
+        assert_int_equal(eq_layer_backward(relu, dr, dx), EQ_OK);
+        assert_int_equal(eq_layer_forward(seq, x, y_seq), EQ_OK);
+        assert_int_equal(eq_layer_backward(seq, dy, dx_seq), EQ_OK);
+
+        assert_memory_equal(y_seq->data, y->data, numel(y) * sizeof(float));
+        assert_memory_equal(dx_seq->data, dx->data, numel(x) * sizeof(float));
+
+        eq_tensor_destroy(dx_seq);
+        eq_tensor_destroy(dx);
+        eq_tensor_destroy(dy);
+        eq_tensor_destroy(y_seq);
+        eq_tensor_destroy(y);
+        eq_tensor_destroy(dr);
+        eq_tensor_destroy(r);
+        eq_tensor_destroy(x);
+        eq_layer_destroy(seq);
+        eq_layer_destroy(pool);
+        eq_layer_destroy(relu);
+    }
+}
+
 static void relu_passes_nan_and_zeroes_negatives(void **state)
 {
     (void)state;
@@ -1509,6 +1562,7 @@ int main(void)
         cmocka_unit_test(sequential_output_independent_of_batch),
         cmocka_unit_test(conv2d_backward_twice_is_repeatable),
         cmocka_unit_test(relu_passes_nan_and_zeroes_negatives),
+        cmocka_unit_test(relu_maxpool_swap_keeps_bits),
         cmocka_unit_test(maxpool_ties_go_to_first),
         cmocka_unit_test(maxpool_matches_naive),
         cmocka_unit_test(maxpool_overlapping_windows_add_gradients),

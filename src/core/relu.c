@@ -32,17 +32,36 @@ typedef struct relu_task {
     float *out;      /* y in forward, dx in backward */
 } relu_task;
 
+/* Returns max(v, 0), with a NaN passed through (it fails `< 0`), so the
+ * loss can report it. The + 0 turns -0 into +0, so that ReLU commutes
+ * bitwise with max-pooling: a window of -1 and -0 gives +0 in either order. */
+static inline float relu_value(float v)
+{
+    /* Added first: with the select last, the compiler vectorizes the loop. */
+    float w = v + 0.0f;
+
+    return w < 0.0f ? 0.0f : w;
+}
+
+/* in and out are the same array when sequential.c runs ReLU in place after
+ * a max-pool. That case has its own loop, because the compiler vectorizes
+ * the two-array loop only after a run-time overlap check, which an in-place
+ * call fails. */
 static void forward_range(void *ctx, size_t begin, size_t end)
 {
     const relu_task *task = ctx;
+
+    if (task->in == task->out) {
+        float *data = task->out;
+        for (size_t i = begin; i < end; i++)
+            data[i] = relu_value(data[i]);
+        return;
+    }
+
     const float *restrict in = task->in;
     float *restrict out = task->out;
-
-    /* A NaN fails `< 0` and passes through, so the loss can report it. */
-    for (size_t i = begin; i < end; i++) {
-        float v = in[i];
-        out[i] = v < 0.0f ? 0.0f : v;
-    }
+    for (size_t i = begin; i < end; i++)
+        out[i] = relu_value(in[i]);
 }
 
 static void backward_range(void *ctx, size_t begin, size_t end)

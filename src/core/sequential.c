@@ -28,6 +28,19 @@ typedef struct sequential {
 
 static const eq_layer_ops sequential_ops;
 
+/* Returns whether children i and i + 1 are a ReLU and a max-pool, which run
+ * swapped: max-pool on the ReLU's input, then ReLU in place on the pooled
+ * output. ReLU is monotone and maps -0 to +0, so both orders give the same
+ * bits, NaNs included. The gradients match too, because a window whose
+ * maximum is not positive gets a zero gradient in either order. The ReLU
+ * then reads a quarter of the data (2 x 2 windows), and the full-size ReLU
+ * output is never stored. */
+static int runs_swapped(const sequential *seq, size_t i)
+{
+    return i + 1 < seq->count && strcmp(seq->slots[i].layer->ops->kind, "relu") == 0 &&
+           strcmp(seq->slots[i + 1].layer->ops->kind, "maxpool") == 0;
+}
+
 static eq_status sequential_output_shape(const eq_layer *layer, eq_shape in, eq_shape *out)
 {
     const sequential *seq = (const sequential *)layer;
@@ -78,10 +91,12 @@ static eq_status plan_activations(sequential *seq, size_t first, eq_shape in)
         eq_status status = eq_layer_output_shape(s->layer, shape, &shape);
         if (status != EQ_OK)
             return status;
+        s->out.shape = shape;
+        if (runs_swapped(seq, i))
+            continue; /* the ReLU's output is never stored */
         status = reserve(&s->out.data, &s->out_capacity, eq_shape_numel(shape));
         if (status != EQ_OK)
             return status;
-        s->out.shape = shape;
     }
     return EQ_OK;
 }
@@ -100,6 +115,18 @@ static eq_status forward_from(sequential *seq, size_t first, const eq_tensor *x,
 
     const eq_tensor *in = x;
     for (size_t i = first; i < seq->count; i++) {
+        if (runs_swapped(seq, i)) {
+            /* Max-pool on the ReLU's input, then the ReLU in place. */
+            eq_tensor *out = i + 2 < seq->count ? &seq->slots[i + 1].out : y;
+            status = eq_layer_forward(seq->slots[i + 1].layer, in, out);
+            if (status == EQ_OK)
+                status = eq_layer_forward(seq->slots[i].layer, out, out);
+            if (status != EQ_OK)
+                return status;
+            in = out;
+            i++;
+            continue;
+        }
         eq_tensor *out = i + 1 < seq->count ? &seq->slots[i].out : y;
         status = eq_layer_forward(seq->slots[i].layer, in, out);
         if (status != EQ_OK)
@@ -142,7 +169,34 @@ static eq_status backward_from(sequential *seq, size_t first, const eq_tensor *d
             grad_in->shape = seq->slots[i - 1].out.shape;
             grad_in->data = seq->grad[(i - 1) % 2];
         }
-        eq_status status = eq_layer_backward(seq->slots[i].layer, grad_out, grad_in);
+
+        eq_status status;
+        if (i > first && runs_swapped(seq, i - 1)) {
+            /* Child i is a max-pool that ran before ReLU i - 1, so the ReLU
+             * goes first here, into buffer (i - 1) % 2, which is sized for
+             * the ReLU's output. The max-pool then writes the gradient of
+             * child i - 2's output (buffer i % 2, free once the ReLU has
+             * read grad_out) or the caller's dx. */
+            eq_tensor pooled = { .shape = grad_out->shape, .data = seq->grad[(i - 1) % 2] };
+            status = eq_layer_backward(seq->slots[i - 1].layer, grad_out, &pooled);
+            if (status != EQ_OK)
+                return status;
+
+            /* Set only now: grad_out may be the same view. */
+            eq_tensor *relu_in = dx;
+            if (i - 1 > first) {
+                relu_in = &views[i % 2];
+                relu_in->shape = seq->slots[i - 2].out.shape;
+                relu_in->data = seq->grad[i % 2];
+            }
+            status = eq_layer_backward(seq->slots[i].layer, &pooled, relu_in);
+            if (status != EQ_OK)
+                return status;
+            grad_out = relu_in;
+            i--;
+            continue;
+        }
+        status = eq_layer_backward(seq->slots[i].layer, grad_out, grad_in);
         if (status != EQ_OK)
             return status;
         grad_out = grad_in;
