@@ -43,23 +43,12 @@ static inline float relu_value(float v)
     return w < 0.0f ? 0.0f : w;
 }
 
-/* in and out are the same array when sequential.c runs ReLU in place after
- * a max-pool. That case has its own loop, because the compiler vectorizes
- * the two-array loop only after a run-time overlap check, which an in-place
- * call fails. */
 static void forward_range(void *ctx, size_t begin, size_t end)
 {
     const relu_task *task = ctx;
-
-    if (task->in == task->out) {
-        float *data = task->out;
-        for (size_t i = begin; i < end; i++)
-            data[i] = relu_value(data[i]);
-        return;
-    }
-
     const float *restrict in = task->in;
     float *restrict out = task->out;
+
     for (size_t i = begin; i < end; i++)
         out[i] = relu_value(in[i]);
 }

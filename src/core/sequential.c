@@ -29,12 +29,12 @@ typedef struct sequential {
 static const eq_layer_ops sequential_ops;
 
 /* Returns whether children i and i + 1 are a ReLU and a max-pool, which run
- * swapped: max-pool on the ReLU's input, then ReLU in place on the pooled
- * output. ReLU is monotone and maps -0 to +0, so both orders give the same
- * bits, NaNs included. The gradients match too, because a window whose
+ * swapped: max-pool on the ReLU's input, then ReLU on the pooled values.
+ * ReLU is monotone and maps -0 to +0, so both orders give the same bits,
+ * NaNs included. The gradients match too, because a window whose
  * maximum is not positive gets a zero gradient in either order. The ReLU
- * then reads a quarter of the data (2 x 2 windows), and the full-size ReLU
- * output is never stored. */
+ * then reads a quarter of the data (2 x 2 windows), and its buffer holds
+ * the pooled values instead of a full-size output. */
 static int runs_swapped(const sequential *seq, size_t i)
 {
     return i + 1 < seq->count && strcmp(seq->slots[i].layer->ops->kind, "relu") == 0 &&
@@ -92,9 +92,15 @@ static eq_status plan_activations(sequential *seq, size_t first, eq_shape in)
         if (status != EQ_OK)
             return status;
         s->out.shape = shape;
-        if (runs_swapped(seq, i))
-            continue; /* the ReLU's output is never stored */
-        status = reserve(&s->out.data, &s->out_capacity, eq_shape_numel(shape));
+
+        /* A swapped ReLU's buffer holds the pooled values before the ReLU. */
+        eq_shape stored = shape;
+        if (runs_swapped(seq, i)) {
+            status = eq_layer_output_shape(seq->slots[i + 1].layer, shape, &stored);
+            if (status != EQ_OK)
+                return status;
+        }
+        status = reserve(&s->out.data, &s->out_capacity, eq_shape_numel(stored));
         if (status != EQ_OK)
             return status;
     }
@@ -116,11 +122,14 @@ static eq_status forward_from(sequential *seq, size_t first, const eq_tensor *x,
     const eq_tensor *in = x;
     for (size_t i = first; i < seq->count; i++) {
         if (runs_swapped(seq, i)) {
-            /* Max-pool on the ReLU's input, then the ReLU in place. */
+            /* Max-pool on the ReLU's input into the ReLU's buffer, then the
+             * ReLU from there. The ReLU keeps a pointer to its input for
+             * backward, so that input is internal, never the caller's y. */
             eq_tensor *out = i + 2 < seq->count ? &seq->slots[i + 1].out : y;
-            status = eq_layer_forward(seq->slots[i + 1].layer, in, out);
+            eq_tensor pooled = { .shape = out->shape, .data = seq->slots[i].out.data };
+            status = eq_layer_forward(seq->slots[i + 1].layer, in, &pooled);
             if (status == EQ_OK)
-                status = eq_layer_forward(seq->slots[i].layer, out, out);
+                status = eq_layer_forward(seq->slots[i].layer, &pooled, out);
             if (status != EQ_OK)
                 return status;
             in = out;
