@@ -101,7 +101,8 @@ eq_status eq_conv2d_create(size_t in_channels, size_t out_channels,
  * C * H * W == IN is accepted as if flattened. */
 eq_status eq_dense_create(size_t in_features, size_t out_features, eq_layer **out);
 
-/* Elementwise max(x, 0); the shape is unchanged. */
+/* Elementwise max(x, 0); the shape is unchanged. A NaN passes through, -0
+ * becomes +0, and the derivative at 0 is taken as 0. */
 eq_status eq_relu_create(eq_layer **out);
 
 /* Max-pooling with a size x size window and the given stride:
@@ -113,7 +114,9 @@ eq_status eq_maxpool_create(size_t size, size_t stride, eq_layer **out);
 eq_status eq_flatten_create(eq_layer **out);
 
 /* A sequence of layers applied in order; starts empty, and an empty
- * sequential layer is the identity. */
+ * sequential layer is the identity. A ReLU directly followed by a max-pool
+ * runs as the max-pool, then the ReLU, which gives the same bits with less
+ * work. */
 eq_status eq_sequential_create(eq_layer **out);
 
 /* Appends `layer` to the sequential layer `seq`, taking ownership of it
