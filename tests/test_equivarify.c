@@ -699,20 +699,42 @@ static void equivariant_append_checks_actions(void **state)
                      EQ_ERR_GROUP);
     assert_int_equal(eq_equivariant_append(net, equivarified(conv_relu(8, 2), d4, EQ_ACTION_BLOCKS)), EQ_ERR_GROUP);
     assert_non_null(strstr(eq_last_error(), "uses group d4, but the previous equivariant layer uses c4"));
-    assert_int_equal(eq_maxpool_create(2, 2, &layer), EQ_OK);
+    assert_int_equal(eq_dense_create(8, 2, &layer), EQ_OK);
     assert_int_equal(eq_equivariant_append(net, layer), EQ_ERR_GROUP);
     assert_non_null(strstr(eq_last_error(), "does not commute with the blocks action"));
 
+    /* Max-pool acts on each channel alone, so it commutes with the blocks action. */
+    assert_int_equal(eq_maxpool_create(2, 2, &layer), EQ_OK);
+    assert_int_equal(eq_equivariant_append(net, layer), EQ_OK);
     assert_int_equal(eq_equivariant_append(net, equivarified(conv_relu(8, 2), c4, EQ_ACTION_BLOCKS)), EQ_OK);
-    assert_int_equal(eq_sequential_length(net), 3);
+    assert_int_equal(eq_sequential_length(net), 4);
 
     const eq_group *group;
     eq_action in, out;
-    assert_int_equal(eq_equivariant_actions(eq_sequential_get(net, 2), &group, &in, &out), EQ_OK);
+    assert_int_equal(eq_equivariant_actions(eq_sequential_get(net, 3), &group, &in, &out), EQ_OK);
     assert_int_equal(in, EQ_ACTION_BLOCKS);
     assert_int_equal(out, EQ_ACTION_BLOCKS);
     assert_string_equal(eq_group_name(group), "c4");
     assert_int_equal(eq_equivariant_actions(eq_sequential_get(net, 1), &group, &in, &out), EQ_ERR_INVALID_ARGUMENT);
+
+    /* After an aligned layer the group also rotates pixels, which max-pool
+     * and flatten do not commute with bit for bit. */
+    assert_int_equal(eq_equivarify_aligned(conv_relu(8, 2), c4, EQ_ACTION_BLOCKS, &layer), EQ_OK);
+    assert_int_equal(eq_equivariant_append(net, layer), EQ_OK);
+    assert_int_equal(eq_maxpool_create(2, 2, &layer), EQ_OK);
+    assert_int_equal(eq_equivariant_append(net, layer), EQ_ERR_GROUP);
+    assert_non_null(strstr(eq_last_error(), "commutes with the blocks action only, but the previous equivariant "
+                                            "layer outputs blocks+pixels"));
+    assert_int_equal(eq_flatten_create(&layer), EQ_OK);
+    assert_int_equal(eq_equivariant_append(net, layer), EQ_ERR_GROUP);
+
+    /* Flatten keeps each block a contiguous run of features. */
+    eq_layer *flat_net;
+    assert_int_equal(eq_sequential_create(&flat_net), EQ_OK);
+    assert_int_equal(eq_equivariant_append(flat_net, equivarified(conv_relu(1, 2), c4, EQ_ACTION_PIXELS)), EQ_OK);
+    assert_int_equal(eq_flatten_create(&layer), EQ_OK);
+    assert_int_equal(eq_equivariant_append(flat_net, layer), EQ_OK);
+    eq_layer_destroy(flat_net);
 
     /* After the projection any layer may follow. */
     assert_int_equal(eq_projection_create(4, &layer), EQ_OK);

@@ -54,9 +54,10 @@ eq_status eq_equivariant_actions(const eq_layer *layer, const eq_group **group, 
 /* Appends `layer` to the sequential layer `seq` like eq_sequential_append,
  * after checking that it expects the input action that the last
  * equivariant layer in seq produces, over the same group. Between two
- * equivariant layers only "relu" (pointwise, so it commutes with every
- * action) is accepted. A mismatch is EQ_ERR_GROUP naming both actions; the
- * layer is destroyed on failure. */
+ * equivariant layers "relu" (pointwise, so it commutes with every action)
+ * is accepted, and "maxpool" and "flatten" after a layer whose output
+ * carries the blocks action. A mismatch is EQ_ERR_GROUP naming both
+ * actions; the layer is destroyed on failure. */
 eq_status eq_equivariant_append(eq_layer *seq, eq_layer *layer);
 
 /* Measures how far a layer is from equivariance on the input x:

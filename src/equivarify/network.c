@@ -87,6 +87,20 @@ static eq_status check_append(const chain_state *state, eq_layer *layer, size_t 
     }
     if (strcmp(eq_layer_kind(layer), "relu") == 0 || eq_projection_query(layer))
         return EQ_OK;
+
+    /* Max-pool works on each channel alone, and flatten keeps every block
+     * a contiguous run of features, so both commute with permuting blocks.
+     * They are kept out of the pixel actions: a rotation changes a
+     * window's scan order and so the winner of a tie (-0 against +0), and
+     * a flattened tensor has no pixels left to rotate. */
+    int per_channel = strcmp(eq_layer_kind(layer), "maxpool") == 0 || strcmp(eq_layer_kind(layer), "flatten") == 0;
+    if (per_channel && state->action == EQ_ACTION_BLOCKS)
+        return EQ_OK;
+    if (per_channel)
+        return eq_error(EQ_ERR_GROUP,
+                        "layer %zu (%s) commutes with the blocks action only, but the previous equivariant layer "
+                        "outputs %s; wrap it with eq_equivarify",
+                        position, text, eq_action_name(state->action));
     return eq_error(EQ_ERR_GROUP,
                     "layer %zu (%s) does not commute with the %s action of group %s; wrap it with eq_equivarify",
                     position, text, eq_action_name(state->action), state->group->name);
