@@ -36,8 +36,8 @@ eq_status eq_group_by_name(const char *name, eq_group **out);
 /* A pixel action given as a callback: fills src[0..size*size-1] with the
  * permutation of element `element` on size x size images, so that
  * out[p] = in[src[p]] with p = row * size + col. Returns EQ_OK, or an error
- * status (with eq_error-style message left to the caller) for a size the
- * action does not support. */
+ * status for a size the action does not support. The library's message
+ * then names the group, the element, the size and that status. */
 typedef eq_status (*eq_pixel_action_fn)(void *user, size_t element, size_t size, size_t *src);
 
 /* A user-defined group: its Cayley table and, optionally, its pixel action,
