@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "core/error.h"
 #include "equivar/threads.h"
 
@@ -233,6 +234,7 @@ void eq_conv2d_lower_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, flo
         eq_im2col(&conv->geom, conv->x + (ch->n0 + i) * image_size, ch->p0, ch->p1, cols + i * width, conv->ld);
 }
 
+EQ_VECTOR_CLONES
 void eq_conv2d_store_chunk(const eq_conv2d *conv, const eq_conv2d_chunk *ch, size_t g, const float *out,
                            float *y)
 {

@@ -8,4 +8,14 @@
 int eq_cpu_has_avx2_fma(void);
 int eq_cpu_has_avx512(void);
 
+/* Compiles a function of plain elementwise loops once per vector width, and
+ * the loader picks the widest that the CPU has (a GCC ifunc). Elementwise
+ * float operations give the same bits at any width, because the build keeps
+ * the compiler from contracting them into fused multiply-adds. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define EQ_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EQ_VECTOR_CLONES
+#endif
+
 #endif

@@ -1,6 +1,8 @@
 /* Column (im2col) lowering of a 2-d convolution and its adjoint (col2im). */
 #include "core/im2col.h"
 
+#include "core/cpu.h"
+
 #include <stddef.h>
 #include <string.h>
 
@@ -151,6 +153,7 @@ static void im2col_same_stride1(const eq_conv_geom *geom, const float *x, size_t
     }
 }
 
+EQ_VECTOR_CLONES
 void eq_im2col(const eq_conv_geom *geom, const float *x, size_t p0, size_t p1,
                float *cols, size_t ld_cols)
 {
@@ -237,6 +240,7 @@ static void col2im_same_stride1(const eq_conv_geom *geom, const float *cols, siz
     }
 }
 
+EQ_VECTOR_CLONES
 void eq_col2im_add(const eq_conv_geom *geom, const float *cols, size_t ld_cols,
                    size_t p0, size_t p1, float *dx)
 {

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "core/error.h"
 #include "core/layer_impl.h"
 #include "core/parallel.h"
@@ -43,6 +44,7 @@ static inline float relu_value(float v)
     return w < 0.0f ? 0.0f : w;
 }
 
+EQ_VECTOR_CLONES
 static void forward_range(void *ctx, size_t begin, size_t end)
 {
     const relu_task *task = ctx;
@@ -53,6 +55,7 @@ static void forward_range(void *ctx, size_t begin, size_t end)
         out[i] = relu_value(in[i]);
 }
 
+EQ_VECTOR_CLONES
 static void backward_range(void *ctx, size_t begin, size_t end)
 {
     const relu_task *task = ctx;

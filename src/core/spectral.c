@@ -2,6 +2,8 @@
  * weights, inputs, outputs and their adjoints (see spectral.h). */
 #include "core/spectral.h"
 
+#include "core/cpu.h"
+
 void eq_spectral_weights(size_t n, size_t rows, size_t kb, const float *w, size_t ldw, float *spec)
 {
     const size_t block = rows * kb; /* floats of one spectral matrix */
@@ -57,6 +59,7 @@ void eq_spectral_add_gradient(size_t n, size_t rows, size_t kb, const float *dsp
     }
 }
 
+EQ_VECTOR_CLONES
 void eq_spectral_transform(size_t n, size_t len, float *const v[4])
 {
     float *x0 = v[0], *x1 = v[1];
@@ -81,6 +84,7 @@ void eq_spectral_transform(size_t n, size_t len, float *const v[4])
     }
 }
 
+EQ_VECTOR_CLONES
 void eq_spectral_transform_adjoint(size_t n, size_t len, float *const v[4])
 {
     /* The transform for n = 2 is symmetric, so it is its own adjoint. */
@@ -101,6 +105,7 @@ void eq_spectral_transform_adjoint(size_t n, size_t len, float *const v[4])
     }
 }
 
+EQ_VECTOR_CLONES
 void eq_spectral_outputs(size_t n, size_t len, const float *const u[6], const float *bias, size_t bias_step,
                          float *const y[4])
 {
@@ -128,6 +133,7 @@ void eq_spectral_outputs(size_t n, size_t len, const float *const u[6], const fl
     }
 }
 
+EQ_VECTOR_CLONES
 void eq_spectral_output_gradients(size_t n, size_t len, const float *const dy[4], float *const du[5])
 {
     const float *dy0 = dy[0], *dy1 = dy[1];
