@@ -97,11 +97,50 @@ static int same_stride1(const eq_conv_geom *geom)
            geom->pad < geom->w;
 }
 
+/* How row (c, kh, kw) of a same_stride1 column matrix reads the input
+ * plane of channel c, for output positions [p0, p1). */
+typedef struct plane_shift {
+    ptrdiff_t d;           /* output position p reads input offset p + d, d = (kh - pad) * W + (kw - pad) */
+    size_t a, b;           /* positions in [p0, p1) on output rows that read input rows inside the image */
+    size_t col_lo, col_hi; /* columns of an output row that read the image, not wrapped around a row edge */
+} plane_shift;
+
+/* Zeroes columns [from, to) of the output rows in positions [a, b) of a
+ * column-matrix row that starts at position p0. The loop runs down each
+ * column, W floats a step: along a row the runs are at most pad floats
+ * long, and the compiler would turn each into a memset call. */
+static void zero_columns(float *row, size_t p0, size_t w, size_t a, size_t b, size_t from, size_t to)
+{
+    for (size_t ow = from; ow < to; ow++) {
+        for (size_t p = (a / w) * w + ow; p < b; p += w) {
+            if (p >= a)
+                row[p - p0] = 0.0f;
+        }
+    }
+}
+
+/* Returns the plane_shift of row (c, kh, kw), the same for every c. */
+static plane_shift shift_of(const eq_conv_geom *geom, size_t kh, size_t kw, size_t p0, size_t p1)
+{
+    const size_t w = geom->w;
+    const ptrdiff_t dh = (ptrdiff_t)kh - (ptrdiff_t)geom->pad;
+    const ptrdiff_t dw = (ptrdiff_t)kw - (ptrdiff_t)geom->pad;
+    const size_t r_lo = dh < 0 ? (size_t)-dh : 0;
+    const size_t r_hi = dh > 0 ? geom->h - (size_t)dh : geom->h;
+    plane_shift shift;
+
+    shift.d = dh * (ptrdiff_t)w + dw;
+    shift.a = min_size(max_size(r_lo * w, p0), p1);
+    shift.b = max_size(min_size(r_hi * w, p1), shift.a);
+    shift.col_lo = dw < 0 ? (size_t)-dw : 0;
+    shift.col_hi = dw > 0 ? w - (size_t)dw : w;
+    return shift;
+}
+
 /* im2col for same_stride1 geometries: row (c, kh, kw) of the column matrix
- * is the input plane shifted by d = (kh - pad) * W + (kw - pad), with zeros
- * where the source row is outside the image and in the columns that the
- * shift wraps around a row edge. One long copy per row replaces a copy per
- * output row. */
+ * is the input plane shifted by d, with zeros where the source row is
+ * outside the image and in the columns that the shift wraps around a row
+ * edge. One long copy per row replaces a copy per output row. */
 static void im2col_same_stride1(const eq_conv_geom *geom, const float *x, size_t p0, size_t p1,
                                 float *cols, size_t ld_cols)
 {
@@ -110,50 +149,30 @@ static void im2col_same_stride1(const eq_conv_geom *geom, const float *x, size_t
     for (size_t c = 0; c < geom->c; c++) {
         const float *x_c = x + c * plane;
         for (size_t kh = 0; kh < geom->kh; kh++) {
-            const ptrdiff_t dh = (ptrdiff_t)kh - (ptrdiff_t)geom->pad;
-            /* Output rows [r_lo, r_hi) read input rows inside the image. */
-            const size_t r_lo = dh < 0 ? (size_t)-dh : 0;
-            const size_t r_hi = dh > 0 ? geom->h - (size_t)dh : geom->h;
             for (size_t kw = 0; kw < geom->kw; kw++) {
-                const ptrdiff_t dw = (ptrdiff_t)kw - (ptrdiff_t)geom->pad;
-                const ptrdiff_t d = dh * (ptrdiff_t)w + dw;
+                const plane_shift s = shift_of(geom, kh, kw, p0, p1);
                 float *row = cols + ((c * geom->kh + kh) * geom->kw + kw) * ld_cols;
 
-                /* [a, b): positions on valid rows; [start, end): those whose
-                 * source offset p + d lies inside the plane. */
-                size_t a = min_size(max_size(r_lo * w, p0), p1);
-                size_t b = max_size(min_size(r_hi * w, p1), a);
-                size_t start = d < 0 ? max_size(a, min_size((size_t)-d, b)) : a;
-                size_t end = d > 0 ? max_size(min_size(b, plane - (size_t)d), start) : b;
+                /* [start, end): the positions in [a, b) whose source offset
+                 * p + d lies inside the plane. */
+                size_t start = s.d < 0 ? max_size(s.a, min_size((size_t)-s.d, s.b)) : s.a;
+                size_t end = s.d > 0 ? max_size(min_size(s.b, plane - (size_t)s.d), start) : s.b;
 
                 /* Library calls here: the runs are hundreds of floats long,
                  * and memcpy uses the widest vectors the CPU has. */
                 memset(row, 0, (start - p0) * sizeof(float));
                 if (end > start)
-                    memcpy(row + (start - p0), x_c + ((ptrdiff_t)start + d), (end - start) * sizeof(float));
+                    memcpy(row + (start - p0), x_c + ((ptrdiff_t)start + s.d), (end - start) * sizeof(float));
                 memset(row + (end - p0), 0, (p1 - end) * sizeof(float));
 
-                /* Columns ow < -dw or ow >= W - dw wrapped into the
-                 * neighbouring row; they read padding. The loop runs down
-                 * each such column, W floats a step: along a row the runs
-                 * are one or two floats, and the compiler would turn each
-                 * into a memset call. */
-                if (dw == 0 || a == b)
-                    continue;
-                size_t edge_lo = dw < 0 ? 0 : w - (size_t)dw;
-                size_t edge_hi = dw < 0 ? (size_t)-dw : w;
-                for (size_t ow = edge_lo; ow < edge_hi; ow++) {
-                    for (size_t p = (a / w) * w + ow; p < b; p += w) {
-                        if (p >= a)
-                            row[p - p0] = 0.0f;
-                    }
-                }
+                /* The wrapped columns read padding. */
+                zero_columns(row, p0, w, s.a, s.b, 0, s.col_lo);
+                zero_columns(row, p0, w, s.a, s.b, s.col_hi, w);
             }
         }
     }
 }
 
-EQ_VECTOR_CLONES
 void eq_im2col(const eq_conv_geom *geom, const float *x, size_t p0, size_t p1,
                float *cols, size_t ld_cols)
 {
@@ -200,7 +219,7 @@ static inline void add_run(float *restrict dst, const float *restrict src, size_
 
 /* col2im for same_stride1 geometries, the adjoint of im2col_same_stride1.
  * Row (c, kh, kw) adds to the input plane shifted by d. With no horizontal
- * shift that is one long run; otherwise each output row skips the columns
+ * shift that is one long run. Otherwise each output row skips the columns
  * that wrapped into the neighbouring row, which read padding. */
 static void col2im_same_stride1(const eq_conv_geom *geom, const float *cols, size_t ld_cols, size_t p0,
                                 size_t p1, float *dx)
@@ -210,30 +229,19 @@ static void col2im_same_stride1(const eq_conv_geom *geom, const float *cols, siz
     for (size_t c = 0; c < geom->c; c++) {
         float *dx_c = dx + c * plane;
         for (size_t kh = 0; kh < geom->kh; kh++) {
-            const ptrdiff_t dh = (ptrdiff_t)kh - (ptrdiff_t)geom->pad;
-            const size_t r_lo = dh < 0 ? (size_t)-dh : 0;
-            const size_t r_hi = dh > 0 ? geom->h - (size_t)dh : geom->h;
             for (size_t kw = 0; kw < geom->kw; kw++) {
-                const ptrdiff_t dw = (ptrdiff_t)kw - (ptrdiff_t)geom->pad;
-                const ptrdiff_t d = dh * (ptrdiff_t)w + dw;
+                const plane_shift s = shift_of(geom, kh, kw, p0, p1);
                 const float *row = cols + ((c * geom->kh + kh) * geom->kw + kw) * ld_cols;
 
-                /* [a, b): positions on output rows that read the image. */
-                size_t a = min_size(max_size(r_lo * w, p0), p1);
-                size_t b = max_size(min_size(r_hi * w, p1), a);
-                if (dw == 0) {
-                    add_run(dx_c + ((ptrdiff_t)a + d), row + (a - p0), b - a);
+                if (s.col_lo == 0 && s.col_hi == w) {
+                    add_run(dx_c + ((ptrdiff_t)s.a + s.d), row + (s.a - p0), s.b - s.a);
                     continue;
                 }
-
-                /* Columns [col_lo, col_hi) of an output row read the image. */
-                size_t col_lo = dw < 0 ? (size_t)-dw : 0;
-                size_t col_hi = dw > 0 ? w - (size_t)dw : w;
-                for (size_t oh = a / w; oh * w < b; oh++) {
-                    size_t from = max_size(a, oh * w + col_lo);
-                    size_t to = min_size(b, oh * w + col_hi);
+                for (size_t oh = s.a / w; oh * w < s.b; oh++) {
+                    size_t from = max_size(s.a, oh * w + s.col_lo);
+                    size_t to = min_size(s.b, oh * w + s.col_hi);
                     if (to > from)
-                        add_run(dx_c + ((ptrdiff_t)from + d), row + (from - p0), to - from);
+                        add_run(dx_c + ((ptrdiff_t)from + s.d), row + (from - p0), to - from);
                 }
             }
         }
