@@ -38,7 +38,8 @@ typedef struct relu_task {
  * bitwise with max-pooling: a window of -1 and -0 gives +0 in either order. */
 static inline float relu_value(float v)
 {
-    /* Added first: with the select last, the compiler vectorizes the loop. */
+    /* The add comes before the select because GCC vectorizes this order
+     * and compiled the other one into a branch. */
     float w = v + 0.0f;
 
     return w < 0.0f ? 0.0f : w;

@@ -33,8 +33,8 @@ static const eq_layer_ops sequential_ops;
  * ReLU is monotone and maps -0 to +0, so both orders give the same bits,
  * NaNs included. The gradients match too, because a window whose
  * maximum is not positive gets a zero gradient in either order. The ReLU
- * then reads a quarter of the data (2 x 2 windows), and its buffer holds
- * the pooled values instead of a full-size output. */
+ * then reads only the pooled values (a quarter of the data for 2 x 2
+ * windows), and its buffer contains those instead of a full-size output. */
 static int runs_swapped(const sequential *seq, size_t i)
 {
     return i + 1 < seq->count && strcmp(seq->slots[i].layer->ops->kind, "relu") == 0 &&
@@ -93,7 +93,7 @@ static eq_status plan_activations(sequential *seq, size_t first, eq_shape in)
             return status;
         s->out.shape = shape;
 
-        /* A swapped ReLU's buffer holds the pooled values before the ReLU. */
+        /* A swapped ReLU's buffer contains the pooled values before the ReLU. */
         eq_shape stored = shape;
         if (runs_swapped(seq, i)) {
             status = eq_layer_output_shape(seq->slots[i + 1].layer, shape, &stored);
