@@ -11,16 +11,10 @@
 /* Grows *buf to `count` floats, dropping the old contents. */
 static eq_status reserve(float **buf, size_t *capacity, size_t count, const char *buffer_name)
 {
-    if (count <= *capacity)
+    if (eq_grow_floats(buf, capacity, count))
         return EQ_OK;
-    eq_free(*buf);
-    *capacity = 0;
-    *buf = eq_alloc_floats(count);
-    if (!*buf)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "dense: cannot allocate %zu floats for the spectral %s", count,
-                        buffer_name);
-    *capacity = count;
-    return EQ_OK;
+    return eq_error(EQ_ERR_OUT_OF_MEMORY, "dense: cannot allocate %zu floats for the spectral %s", count,
+                    buffer_name);
 }
 
 /* Work rows of OUT floats: the forward products need 6 N for n = 4 (u0,

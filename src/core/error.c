@@ -76,6 +76,17 @@ float *eq_alloc_floats(size_t count)
     return eq_alloc_aligned(bytes);
 }
 
+int eq_grow_floats(float **buf, size_t *capacity, size_t count)
+{
+    if (count <= *capacity)
+        return 1;
+
+    eq_free(*buf);
+    *buf = eq_alloc_floats(count);
+    *capacity = *buf ? count : 0;
+    return *buf != NULL;
+}
+
 void eq_free(void *ptr)
 {
     free(ptr);

@@ -29,6 +29,12 @@ int eq_size_mul(size_t a, size_t b, size_t *out);
 /* Allocates `count` floats, 64-byte aligned and zero-filled; NULL on failure
  * or overflow. Free with eq_free. */
 float *eq_alloc_floats(size_t count);
+
+/* Makes *buf at least `count` floats long, reusing it when *capacity is
+ * large enough. A new buffer replaces the old one, whose contents are
+ * dropped. Returns 1, or 0 with *buf NULL and *capacity 0 when the
+ * allocation fails. */
+int eq_grow_floats(float **buf, size_t *capacity, size_t count);
 void *eq_alloc_aligned(size_t bytes);
 void eq_free(void *ptr);
 

@@ -67,16 +67,9 @@ static eq_status sequential_output_shape(const eq_layer *layer, eq_shape in, eq_
 /* Grows a buffer to at least `count` floats. The old contents are dropped. */
 static eq_status reserve(float **buf, size_t *capacity, size_t count)
 {
-    if (count <= *capacity)
+    if (eq_grow_floats(buf, capacity, count))
         return EQ_OK;
-
-    eq_free(*buf);
-    *buf = eq_alloc_floats(count);
-    *capacity = *buf ? count : 0;
-    if (!*buf)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "sequential: cannot allocate an activation buffer of %zu floats",
-                        count);
-    return EQ_OK;
+    return eq_error(EQ_ERR_OUT_OF_MEMORY, "sequential: cannot allocate an activation buffer of %zu floats", count);
 }
 
 /* Sizes the activations of children first..count-2 for input shape `in` of

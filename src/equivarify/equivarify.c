@@ -120,15 +120,9 @@ static eq_status equivarify_output_shape(const eq_layer *base, eq_shape in, eq_s
 /* Grows buffer *data to hold `count` floats, reusing it when it is big enough. */
 static eq_status reserve(const equivarify_layer *layer, float **data, size_t *capacity, size_t count)
 {
-    if (count <= *capacity)
+    if (eq_grow_floats(data, capacity, count))
         return EQ_OK;
-    eq_free(*data);
-    *capacity = 0;
-    *data = eq_alloc_floats(count);
-    if (!*data)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu floats", layer_name(layer), count);
-    *capacity = count;
-    return EQ_OK;
+    return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu floats", layer_name(layer), count);
 }
 
 /* Views t (N, n * C', H', W') as h's output (n * N, C', H', W'). */

@@ -80,16 +80,9 @@ static size_t rest_start(eq_layer *h)
 /* Grows t->data to `count` floats, dropping the old contents. */
 static eq_status reserve(const char *who, eq_tensor *t, size_t *capacity, size_t count)
 {
-    if (count <= *capacity)
+    if (eq_grow_floats(&t->data, capacity, count))
         return EQ_OK;
-    eq_free(t->data);
-    *capacity = 0;
-    t->data = eq_alloc_floats(count);
-    if (!t->data)
-        return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu floats for the fused layer's output", who,
-                        count);
-    *capacity = count;
-    return EQ_OK;
+    return eq_error(EQ_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu floats for the fused layer's output", who, count);
 }
 
 /* sources[g * n + b] = b * g: branch g's block b is block b * g of x,
